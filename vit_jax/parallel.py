@@ -1,0 +1,73 @@
+"""Device mesh and sharding helpers shared by training and evaluation.
+
+One mesh over every device of every process: a `data` axis for the batch and
+an optional `fsdp` axis over which parameters and optimizer state are sharded
+(the batch is split over both axes). Each process feeds only its own rows and
+`global_batch` assembles the global array from the per-process pieces.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+BATCH_AXES = ('data', 'fsdp')
+
+
+def make_mesh(fsdp: int = 1) -> Mesh:
+  """A (data, fsdp) mesh over all devices; `fsdp` devices share each replica."""
+  n = jax.device_count()
+  if fsdp < 1 or n % fsdp:
+    raise ValueError(f'fsdp={fsdp} must divide the device count {n}')
+  devices = np.asarray(jax.devices()).reshape(n // fsdp, fsdp)
+  return Mesh(devices, BATCH_AXES)
+
+
+def batch_sharding(mesh: Mesh) -> NamedSharding:
+  """Leading (batch) dimension split over every device of the mesh."""
+  return NamedSharding(mesh, P(BATCH_AXES))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+  return NamedSharding(mesh, P())
+
+
+def check_batch_size(global_batch: int, what: str = 'batch_size') -> int:
+  """The per-process batch; a clear error when the devices don't divide it."""
+  n = jax.device_count()
+  if global_batch % n:
+    raise ValueError(f'{what}={global_batch} is not divisible by the {n} devices; '
+                     f'use a multiple of {n}')
+  return global_batch // jax.process_count()
+
+
+def global_batch(mesh: Mesh, local: Any) -> Any:
+  """Global arrays, batch-sharded, from this process's rows of every leaf."""
+  sharding = batch_sharding(mesh)
+  return jax.tree.map(
+      lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)), local)
+
+
+def fsdp_spec(shape: tuple[int, ...], fsdp: int, min_size: int = 2 ** 14) -> P:
+  """Shard the largest axis divisible by `fsdp` over the fsdp axis.
+
+  Small arrays (biases, norms) stay replicated: sharding them saves nothing
+  and costs a collective each.
+  """
+  if fsdp == 1 or int(np.prod(shape, dtype=np.int64)) < min_size:
+    return P()
+  for axis in sorted(range(len(shape)), key=lambda a: -shape[a]):
+    if shape[axis] % fsdp == 0:
+      spec = [None] * len(shape)
+      spec[axis] = 'fsdp'
+      return P(*spec)
+  return P()
+
+
+def param_shardings(mesh: Mesh, tree: Any) -> Any:
+  """NamedShardings (FSDP-style where the mesh has an fsdp axis) for a tree
+  of arrays or ShapeDtypeStructs."""
+  fsdp = mesh.shape['fsdp']
+  return jax.tree.map(lambda x: NamedSharding(mesh, fsdp_spec(x.shape, fsdp)), tree)

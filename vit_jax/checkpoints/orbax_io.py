@@ -1,0 +1,75 @@
+"""Our own checkpoint format: an orbax Composite with `params` and `model`.
+
+A training step checkpoint holds the same two items (plus optimizer state and
+the rest), so a single checkpoint and a training workdir read alike.
+"""
+from __future__ import annotations
+
+import os
+from typing import Any, Optional
+
+import ml_collections
+import orbax.checkpoint as ocp
+
+from vit_jax import registry
+from vit_jax.checkpoints.errors import CheckpointError
+
+FORMAT = 'vit_jax'
+
+
+def model_record(config: ml_collections.ConfigDict) -> dict:
+  """JSON-able description of a model config, stored beside the params."""
+  return {'format': FORMAT, 'model': config.name, 'config': config.to_dict()}
+
+
+def config_from_record(record: dict, source: str) -> ml_collections.ConfigDict:
+  if not isinstance(record, dict) or record.get('format') != FORMAT:
+    raise CheckpointError(f'{source}: model description is not a vit_jax record')
+  fields = {k: v for k, v in record['config'].items() if k != 'name'}
+  try:
+    return registry.get_model_config(record['model'], **fields)
+  except ValueError as e:
+    raise CheckpointError(f'{source}: {e}') from None
+
+
+def latest_step_dir(path: str) -> Optional[str]:
+  """The newest complete step of a CheckpointManager root or a workdir."""
+  root = os.path.join(path, 'checkpoints') if os.path.isdir(
+      os.path.join(path, 'checkpoints')) else path
+  steps = [int(d) for d in os.listdir(root) if d.isdigit()
+           and os.path.isdir(os.path.join(root, d, 'params'))]
+  if not steps:
+    return None
+  step = ocp.CheckpointManager(root).latest_step()
+  return os.path.join(root, str(step if step is not None else max(steps)))
+
+
+def checkpoint_dir(path: str) -> str:
+  """`path` itself when it is one checkpoint, else its latest step."""
+  if os.path.isdir(os.path.join(path, 'params')):
+    return path
+  step_dir = latest_step_dir(path)
+  if step_dir is None:
+    raise CheckpointError(f'{path}: a directory, but neither an orbax checkpoint (no params/) '
+                          'nor a training workdir with a complete checkpoint')
+  return step_dir
+
+
+def read(path: str) -> tuple[dict, Any]:
+  """(model record, nested params of numpy arrays) of a checkpoint dir."""
+  ckpt = checkpoint_dir(path)
+  try:
+    with ocp.Checkpointer(ocp.CompositeCheckpointHandler()) as c:
+      out = c.restore(ckpt, ocp.args.Composite(params=ocp.args.StandardRestore(),
+                                               model=ocp.args.JsonRestore()))
+  except (FileNotFoundError, ValueError, KeyError) as e:
+    raise CheckpointError(f'{ckpt}: unreadable orbax checkpoint ({type(e).__name__}: '
+                          f'{str(e).splitlines()[0] if str(e) else ""})') from None
+  return out['model'], out['params']
+
+
+def write(path: str, params: Any, config: ml_collections.ConfigDict) -> None:
+  """Write atomically: orbax commits by renaming a finished temporary dir."""
+  with ocp.Checkpointer(ocp.CompositeCheckpointHandler()) as c:
+    c.save(os.path.abspath(path), ocp.args.Composite(
+        params=ocp.args.StandardSave(params), model=ocp.args.JsonSave(model_record(config))))

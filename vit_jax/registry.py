@@ -137,8 +137,9 @@ def get_model_config(name: str, **overrides: Any) -> ml_collections.ConfigDict:
     raise ValueError(f'unknown model config field(s) {unknown} for {name!r}; '
                      f'fields are: {sorted(cfg)}')
   cfg.update(overrides)
-  if cfg['resnet'] is not None:
-    cfg['resnet'] = tuple(cfg['resnet'])
+  for key in ('resnet', 'mean', 'std'):  # JSON and flags give lists
+    if cfg[key] is not None:
+      cfg[key] = tuple(cfg[key])
   return ml_collections.ConfigDict(cfg, type_safe=False)
 
 

@@ -31,10 +31,10 @@ _HEAD = ('head/kernel', 'head/bias')
 
 
 def detect_format(path: str) -> str:
-  """'torch', 'safetensors', 'npz' or 'orbax', from the suffix or directory."""
-  if os.path.isdir(path) or path.endswith(os.sep):
+  """'torch', 'safetensors', 'npz' or 'orbax' (a directory, or no suffix)."""
+  suffix = os.path.splitext(path.rstrip(os.sep))[1].lower()
+  if os.path.isdir(path) or not suffix:
     return 'orbax'
-  suffix = os.path.splitext(path)[1].lower()
   if suffix in TORCH_SUFFIXES:
     return 'torch'
   if suffix in ('.safetensors', '.npz'):
@@ -208,6 +208,9 @@ def save_params(path: str, params: Any, config: ml_collections.ConfigDict) -> No
     else:
       with open(tmp, 'wb') as f:
         np.savez(f, **arrays)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
     os.replace(tmp, path)
   finally:
     if os.path.exists(tmp):

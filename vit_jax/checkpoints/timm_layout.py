@@ -97,7 +97,10 @@ def _resnet(stages: tuple[int, ...]) -> Iterator[Rule]:
 
 def rules(cfg: ml_collections.ConfigDict) -> list[Rule]:
   """The full rule table for a model config."""
-  out: list[Rule] = []
+  out: list[Rule] = []  # in timm's state-dict order
+  if cfg.classifier == 'token':
+    out.append(_rule('cls_token', 'cls'))
+  out.append(_rule('pos_embed', 'Transformer/posembed_input/pos_embedding'))
   if cfg.resnet is not None:
     out += _resnet(tuple(cfg.resnet))
     in_channels = 64 * 4 * 2 ** (len(cfg.resnet) - 1)
@@ -106,9 +109,6 @@ def rules(cfg: ml_collections.ConfigDict) -> list[Rule]:
   out.append(_rule('patch_embed.proj.weight', 'embedding/kernel',
                    _patch_to_ours(in_channels, cfg.patch_size), _conv_to_timm))
   out.append(_rule('patch_embed.proj.bias', 'embedding/bias'))
-  if cfg.classifier == 'token':
-    out.append(_rule('cls_token', 'cls'))
-  out.append(_rule('pos_embed', 'Transformer/posembed_input/pos_embedding'))
   for i in range(cfg.num_layers):
     t, o = f'blocks.{i}', f'Transformer/encoderblock_{i}'
     out += _norm(f'{t}.norm1', f'{o}/LayerNorm_0')

@@ -47,14 +47,28 @@ class _Storage:
     return np.frombuffer(self.raw, self.dtype)
 
 
+class _TensorRef:
+  """A tensor as (storage, offset, size, stride); materialised only after the
+  whole file is read, since the legacy format stores the bytes last."""
+
+  def __init__(self, storage: _Storage, offset: int, size: tuple, stride: tuple):
+    self.storage, self.offset, self.size, self.stride = storage, offset, tuple(size), tuple(stride)
+
+  def array(self) -> np.ndarray:
+    flat = self.storage.array()
+    last = self.offset + sum((n - 1) * s for n, s in zip(self.size, self.stride))
+    if any(n == 0 for n in self.size):
+      return np.zeros(self.size, flat.dtype)
+    if self.offset < 0 or min(self.stride, default=0) < 0 or last >= flat.size:
+      raise ValueError('tensor reaches outside its storage')
+    view = np.lib.stride_tricks.as_strided(
+        flat[self.offset:], shape=self.size,
+        strides=tuple(s * flat.dtype.itemsize for s in self.stride))
+    return np.array(view, order='C')
+
+
 def _rebuild_tensor(storage: _Storage, offset: int, size: tuple, stride: tuple, *_):
-  flat = storage.array()
-  if not size:
-    return flat[offset].copy()
-  itemsize = flat.dtype.itemsize
-  view = np.lib.stride_tricks.as_strided(
-      flat[offset:], shape=tuple(size), strides=tuple(s * itemsize for s in stride))
-  return np.ascontiguousarray(view)
+  return _TensorRef(storage, offset, size, stride)
 
 
 def _rebuild_parameter(data, requires_grad, backward_hooks, *_):
@@ -128,19 +142,21 @@ def read_pth(path: str) -> dict[str, np.ndarray]:
   """A `.pth`/`.pt`/`.bin` state dict as name -> numpy array (no code run)."""
   try:
     obj = _read_zip(path) if zipfile.is_zipfile(path) else _read_legacy(path)
+    for wrapper in ('state_dict', 'model', 'model_ema', 'state_dict_ema'):
+      if isinstance(obj, dict) and isinstance(obj.get(wrapper), dict):
+        obj = obj[wrapper]
+        break
+    if not isinstance(obj, dict) or not all(isinstance(v, _TensorRef) for v in obj.values()):
+      raise CheckpointError(f'{path}: holds no state dict of tensors')
+    return {k: v.array() for k, v in obj.items()}
+  except CheckpointError:
+    raise
   except pickle.UnpicklingError as e:
     raise CheckpointError(f'{path}: {e}') from None
   except (EOFError, struct.error, zipfile.BadZipFile, ValueError, KeyError, IndexError,
           TypeError, AttributeError) as e:
     raise CheckpointError(f'{path}: truncated or not a PyTorch checkpoint ({type(e).__name__})'
                           ) from None
-  for wrapper in ('state_dict', 'model', 'model_ema', 'state_dict_ema'):
-    if isinstance(obj, dict) and wrapper in obj and isinstance(obj[wrapper], dict):
-      obj = obj[wrapper]
-      break
-  if not isinstance(obj, dict) or not all(isinstance(v, np.ndarray) for v in obj.values()):
-    raise CheckpointError(f'{path}: holds no state dict of tensors')
-  return dict(obj)
 
 
 # --- writing -------------------------------------------------------------

@@ -1,0 +1,58 @@
+"""Shared test helpers: the reference twins shipped under tests/data."""
+import json
+import os
+
+import numpy as np
+import pytest
+
+DATA = os.path.join(os.path.dirname(__file__), 'data')
+CARD_MODELS = ('vit_small_patch16_224', 'vit_base_patch16_224', 'vit_base_patch16_384',
+               'vit_base_patch32_384', 'vit_large_patch16_224', 'vit_large_patch16_384',
+               'vit_base_resnet50_384')
+# Google twin file -> the registered model whose architecture it shares.
+GOOGLE_TWINS = {'ViT-B_16-repr': 'vit_base_patch16_224_in21k',
+                'ViT-B_32': 'vit_base_patch32_224',
+                'R50+ViT-B_16': 'vit_base_resnet50_224'}
+
+
+def timm_twin(name: str) -> tuple[dict, dict]:
+  """(config overrides of the small timm twin, its input/logits/pre_logits)."""
+  with open(os.path.join(DATA, 'timm', f'{name}.json')) as f:
+    meta = json.load(f)
+  c = meta['config']
+  overrides = dict(image_size=c['img_size'], patch_size=c['patch_size'],
+                   hidden_size=c['embed_dim'], num_layers=c['depth'], num_heads=c['num_heads'],
+                   mlp_dim=int(c['embed_dim'] * c.get('mlp_ratio', 4.0)),
+                   num_classes=meta['num_classes'])
+  if c.get('qk_scale') == 'embed_dim**-0.5':
+    overrides['attn_scale'] = c['embed_dim'] ** -0.5
+  if c.get('hybrid_layers'):
+    overrides['resnet'] = tuple(c['hybrid_layers'])
+  io = dict(np.load(os.path.join(DATA, 'timm', f'{name}.npz')))
+  io['input_nhwc'] = io.pop('input_nchw').transpose(0, 2, 3, 1)
+  return overrides, io
+
+
+def google_twin(name: str) -> tuple[dict, dict]:
+  """(config overrides of the small official-code twin, its input/outputs)."""
+  with open(os.path.join(DATA, 'google', f'{name}.json')) as f:
+    meta = json.load(f)
+  c = meta['config']
+  overrides = dict(image_size=meta['image_size'], patch_size=c['patches']['size'][0],
+                   hidden_size=c['hidden_size'], num_layers=c['transformer']['num_layers'],
+                   num_heads=c['transformer']['num_heads'], mlp_dim=c['transformer']['mlp_dim'],
+                   num_classes=meta['num_classes'],
+                   representation_size=c['representation_size'],
+                   resnet=tuple(c['resnet']['num_layers']) if c['resnet'] else None)
+  return overrides, dict(np.load(os.path.join(DATA, 'google', f'{name}.io.npz')))
+
+
+def data_path(*parts: str) -> str:
+  return os.path.join(DATA, *parts)
+
+
+@pytest.fixture
+def tiny_overrides():
+  """A ViT small enough for CLI tests that run in a second."""
+  return dict(image_size=32, patch_size=8, hidden_size=32, num_layers=1, num_heads=2,
+              mlp_dim=64, num_classes=10)

@@ -63,6 +63,17 @@ def test_zip_pth_with_code_is_refused_and_the_code_does_not_run(tmp_path):
   assert not marker.exists()
 
 
+def test_legacy_header_with_code_is_refused(tmp_path):
+  """The legacy format starts with three small pickles; they are unpickled
+  with the same allowlist as the state dict."""
+  marker = tmp_path / 'pwned'
+  path = tmp_path / 'evil_header.pth'
+  path.write_bytes(_malicious_pickle(str(marker)))
+  with pytest.raises(CheckpointError, match='refusing global'):
+    read_pth(str(path))
+  assert not marker.exists()
+
+
 def test_legacy_pth_with_code_is_refused(tmp_path):
   marker = tmp_path / 'pwned'
   buf = io.BytesIO()

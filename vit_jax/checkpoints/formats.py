@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import tempfile
 import zipfile
 from typing import Any, Optional
@@ -100,8 +101,14 @@ def _to_flat(raw: dict[str, np.ndarray], fmt: str, cfg: ml_collections.ConfigDic
   return google_layout.to_ours(raw) if fmt == 'npz' else raw
 
 
+def _natural(key: str) -> list:
+  """Sort key putting blocks.2 before blocks.10."""
+  return [int(t) if t.isdigit() else t for t in re.split(r'(\d+)', key)]
+
+
 def _check_keys(have: set[str], want: set[str], path: str, cfg) -> None:
-  missing, unexpected = sorted(want - have), sorted(have - want)
+  missing = sorted(want - have, key=_natural)
+  unexpected = sorted(have - want, key=_natural)
   if missing or unexpected:
     parts = []
     if missing:

@@ -120,15 +120,16 @@ def _read_zip(path: str) -> Any:
 
 def _read_legacy(path: str) -> Any:
   """torch < 1.6: magic, protocol, sys info, the object, storage keys, storages."""
-  with open(path, 'rb') as f:
-    if pickle.load(f) != _LEGACY_MAGIC:
-      raise CheckpointError(f'{path}: not a PyTorch checkpoint (bad magic number)')
-    pickle.load(f)  # protocol version
-    pickle.load(f)  # sys info: plain dict
-    pending: dict[str, _Storage] = {}
+  pending: dict[str, _Storage] = {}
 
-    def load(key: str, dtype: Any) -> _Storage:
-      return pending.setdefault(key, _Storage(b'', dtype))
+  def load(key: str, dtype: Any) -> _Storage:
+    return pending.setdefault(key, _Storage(b'', dtype))
+
+  with open(path, 'rb') as f:
+    if _SafeUnpickler(f, load).load() != _LEGACY_MAGIC:
+      raise CheckpointError(f'{path}: not a PyTorch checkpoint (bad magic number)')
+    _SafeUnpickler(f, load).load()  # protocol version
+    _SafeUnpickler(f, load).load()  # sys info: a plain dict
 
     obj = _SafeUnpickler(f, load).load()
     for key in _SafeUnpickler(f, load).load():
@@ -140,8 +141,12 @@ def _read_legacy(path: str) -> Any:
 
 def read_pth(path: str) -> dict[str, np.ndarray]:
   """A `.pth`/`.pt`/`.bin` state dict as name -> numpy array (no code run)."""
+  with open(path, 'rb') as f:
+    zipped = f.read(2) == b'PK'
+  if zipped and not zipfile.is_zipfile(path):
+    raise CheckpointError(f'{path}: truncated zip archive; download or copy the file again')
   try:
-    obj = _read_zip(path) if zipfile.is_zipfile(path) else _read_legacy(path)
+    obj = _read_zip(path) if zipped else _read_legacy(path)
     for wrapper in ('state_dict', 'model', 'model_ema', 'state_dict_ema'):
       if isinstance(obj, dict) and isinstance(obj.get(wrapper), dict):
         obj = obj[wrapper]
@@ -152,7 +157,10 @@ def read_pth(path: str) -> dict[str, np.ndarray]:
   except CheckpointError:
     raise
   except pickle.UnpicklingError as e:
-    raise CheckpointError(f'{path}: {e}') from None
+    if 'refusing' in str(e):
+      raise CheckpointError(f'{path}: {e}') from None
+    raise CheckpointError(f'{path}: truncated or not a PyTorch checkpoint '
+                          f'({" ".join(str(e).split())})') from None
   except (EOFError, struct.error, zipfile.BadZipFile, ValueError, KeyError, IndexError,
           TypeError, AttributeError) as e:
     raise CheckpointError(f'{path}: truncated or not a PyTorch checkpoint ({type(e).__name__})'

@@ -1,0 +1,106 @@
+"""Check, with real timm installed, that files we write load into timm.
+
+Not part of the test suite (timm and torch are not dependencies). Run in an
+environment that has torch, timm and this package importable:
+
+    python tools/verify_with_timm.py [--full vit_base_patch16_224 ...]
+
+For the small twin of each card model it converts our parameters to `.pth`
+and `.safetensors`, loads each into the timm model with `strict=True`
+(`torch.load(weights_only=True)` for `.pth`) and compares logits with ours.
+With `--full NAME` it also round-trips a full-size randomly initialised timm
+model: timm state dict -> our loader -> our writer -> timm, bit for bit.
+"""
+import argparse
+import functools
+import os
+import sys
+import tempfile
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file
+from timm.layers import std_conv
+from timm.layers.padding import pad_same
+from timm.models.vision_transformer import VisionTransformer
+from timm.models.vision_transformer_hybrid import HybridEmbed, _resnetv2
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..'))
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..', 'tests'))
+from conftest import CARD_MODELS, data_path, timm_twin  # noqa: E402
+from vit_jax import registry  # noqa: E402
+from vit_jax.checkpoints import load_params, save_params  # noqa: E402
+
+
+def _card_std_conv(self, x):
+  """The card-era weight standardisation: (w - mean) / (std + 1e-5)."""
+  if self.same_pad:
+    x = pad_same(x, self.kernel_size, self.stride, self.dilation)
+  w = self.weight
+  m, s = w.mean(dim=(1, 2, 3), keepdim=True), w.std(dim=(1, 2, 3), keepdim=True, unbiased=False)
+  return F.conv2d(x, (w - m) / (s + 1e-5), self.bias, self.stride, self.padding,
+                  self.dilation, self.groups)
+
+
+std_conv.StdConv2dSame.forward = _card_std_conv
+
+
+def timm_model(cfg):
+  kw = dict(img_size=cfg.image_size, patch_size=cfg.patch_size, embed_dim=cfg.hidden_size,
+            depth=cfg.num_layers, num_heads=cfg.num_heads, mlp_ratio=cfg.mlp_dim / cfg.hidden_size,
+            qkv_bias=cfg.qkv_bias, num_classes=cfg.num_classes,
+            norm_layer=functools.partial(torch.nn.LayerNorm, eps=cfg.layer_norm_eps))
+  if cfg.resnet is not None:
+    backbone = _resnetv2(tuple(cfg.resnet))
+    kw['embed_layer'] = lambda *a, **k: HybridEmbed(backbone=backbone, *a, **k)
+  model = VisionTransformer(**kw).eval()
+  if cfg.attn_scale is not None:
+    for blk in model.blocks:
+      blk.attn.scale = cfg.attn_scale
+      blk.attn.fused_attn = False
+  return model
+
+
+def check_twin(name, tmp):
+  overrides, io = timm_twin(name)
+  cfg, params = load_params(data_path('timm', f'{name}.pth'), name, **overrides)
+  ours = np.asarray(registry.module_from_config(cfg).apply({'params': params}, io['input_nhwc']))
+  for ext in ('pth', 'safetensors'):
+    path = os.path.join(tmp, f'{name}.{ext}')
+    save_params(path, params, cfg)
+    sd = torch.load(path, weights_only=True) if ext == 'pth' else load_file(path)
+    model = timm_model(cfg)
+    model.load_state_dict(sd, strict=True)
+    with torch.no_grad():
+      theirs = model(torch.from_numpy(io['input_nhwc'].transpose(0, 3, 1, 2).copy())).numpy()
+    print(f'{name:24s} {ext:12s} strict load ok, max |logit diff| {np.abs(theirs - ours).max():.2e}')
+
+
+def check_full(name, tmp):
+  cfg = registry.get_model_config(name)
+  model = timm_model(cfg)
+  src, dst = os.path.join(tmp, 'src.pth'), os.path.join(tmp, 'dst.pth')
+  torch.save(model.state_dict(), src)
+  _, params = load_params(src, name)
+  save_params(dst, params, cfg)
+  back = torch.load(dst, weights_only=True)
+  fresh = timm_model(cfg)
+  fresh.load_state_dict(back, strict=True)
+  same = all(torch.equal(v, back[k]) for k, v in model.state_dict().items())
+  print(f'{name:24s} full size: {len(back)} tensors, strict load ok, bit-identical: {same}')
+
+
+def main():
+  p = argparse.ArgumentParser()
+  p.add_argument('--full', nargs='*', default=[])
+  args = p.parse_args()
+  with tempfile.TemporaryDirectory() as tmp:
+    for name in CARD_MODELS:
+      check_twin(name, tmp)
+    for name in args.full:
+      check_full(name, tmp)
+
+
+if __name__ == '__main__':
+  main()

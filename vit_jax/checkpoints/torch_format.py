@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import collections
 import io
+import mmap
 import pickle
 import struct
 import zipfile
@@ -35,9 +36,9 @@ class _StorageType:
 
 
 class _Storage:
-  """A lazily materialised flat storage: raw bytes plus dtype."""
+  """A flat storage: a buffer (bytes, or a memory map of the file) plus dtype."""
 
-  def __init__(self, raw: bytes, dtype: Any):
+  def __init__(self, raw: Any, dtype: Any):
     self.raw, self.dtype = raw, dtype
 
   def array(self) -> np.ndarray:
@@ -63,8 +64,9 @@ class _TensorRef:
       raise ValueError('tensor reaches outside its storage')
     view = np.lib.stride_tricks.as_strided(
         flat[self.offset:], shape=self.size,
-        strides=tuple(s * flat.dtype.itemsize for s in self.stride))
-    return np.array(view, order='C')
+        strides=tuple(s * flat.dtype.itemsize for s in self.stride), writeable=False)
+    # a contiguous tensor stays a view of the (memory-mapped) file: no copy
+    return view if view.flags.c_contiguous else np.array(view, order='C')
 
 
 def _rebuild_tensor(storage: _Storage, offset: int, size: tuple, stride: tuple, *_):
@@ -107,14 +109,27 @@ class _SafeUnpickler(pickle.Unpickler):
     return self._load_storage(key, _STORAGE_DTYPES[storage_type.name])
 
 
+def _member_data(zf: zipfile.ZipFile, mm: mmap.mmap, name: str) -> Any:
+  """An uncompressed member as a zero-copy slice of the mapped file (torch
+  stores them so); a compressed one is read into memory."""
+  info = zf.getinfo(name)
+  if info.compress_type != zipfile.ZIP_STORED:
+    return zf.read(name)
+  name_len, extra_len = struct.unpack('<HH', mm[info.header_offset + 26:info.header_offset + 30])
+  start = info.header_offset + 30 + name_len + extra_len
+  if start + info.file_size > len(mm):
+    raise ValueError(f'member {name} runs past the end of the file')
+  return memoryview(mm)[start:start + info.file_size]
+
+
 def _read_zip(path: str) -> Any:
-  with zipfile.ZipFile(path) as zf:
-    names = zf.namelist()
-    pkl = [n for n in names if n.endswith('data.pkl')]
+  with open(path, 'rb') as f, zipfile.ZipFile(f) as zf:
+    pkl = [n for n in zf.namelist() if n.endswith('data.pkl')]
     if not pkl:
       raise CheckpointError(f'{path}: a zip file but not a PyTorch checkpoint (no data.pkl)')
     prefix = pkl[0][:-len('data.pkl')]
-    load = lambda key, dtype: _Storage(zf.read(f'{prefix}data/{key}'), dtype)  # noqa: E731
+    mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+    load = lambda key, dtype: _Storage(_member_data(zf, mm, f'{prefix}data/{key}'), dtype)  # noqa: E731
     return _SafeUnpickler(io.BytesIO(zf.read(pkl[0])), load).load()
 
 
@@ -140,7 +155,11 @@ def _read_legacy(path: str) -> Any:
 
 
 def read_pth(path: str) -> dict[str, np.ndarray]:
-  """A `.pth`/`.pt`/`.bin` state dict as name -> numpy array (no code run)."""
+  """A `.pth`/`.pt`/`.bin` state dict as name -> numpy array (no code run).
+
+  Arrays of the zip format are read-only views of a memory map of the file,
+  so a full-size checkpoint is converted without a second copy in memory.
+  """
   with open(path, 'rb') as f:
     zipped = f.read(2) == b'PK'
   if zipped and not zipfile.is_zipfile(path):

@@ -12,54 +12,20 @@ With `--full NAME` it also round-trips a full-size randomly initialised timm
 model: timm state dict -> our loader -> our writer -> timm, bit for bit.
 """
 import argparse
-import functools
 import os
 import sys
 import tempfile
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from safetensors.torch import load_file
-from timm.layers import std_conv
-from timm.layers.padding import pad_same
-from timm.models.vision_transformer import VisionTransformer
-from timm.models.vision_transformer_hybrid import HybridEmbed, _resnetv2
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..'))
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..', 'tests'))
 from conftest import CARD_MODELS, data_path, timm_twin  # noqa: E402
 from vit_jax import registry  # noqa: E402
 from vit_jax.checkpoints import load_params, save_params  # noqa: E402
-
-
-def _card_std_conv(self, x):
-  """The card-era weight standardisation: (w - mean) / (std + 1e-5)."""
-  if self.same_pad:
-    x = pad_same(x, self.kernel_size, self.stride, self.dilation)
-  w = self.weight
-  m, s = w.mean(dim=(1, 2, 3), keepdim=True), w.std(dim=(1, 2, 3), keepdim=True, unbiased=False)
-  return F.conv2d(x, (w - m) / (s + 1e-5), self.bias, self.stride, self.padding,
-                  self.dilation, self.groups)
-
-
-std_conv.StdConv2dSame.forward = _card_std_conv
-
-
-def timm_model(cfg):
-  kw = dict(img_size=cfg.image_size, patch_size=cfg.patch_size, embed_dim=cfg.hidden_size,
-            depth=cfg.num_layers, num_heads=cfg.num_heads, mlp_ratio=cfg.mlp_dim / cfg.hidden_size,
-            qkv_bias=cfg.qkv_bias, num_classes=cfg.num_classes,
-            norm_layer=functools.partial(torch.nn.LayerNorm, eps=cfg.layer_norm_eps))
-  if cfg.resnet is not None:
-    backbone = _resnetv2(tuple(cfg.resnet))
-    kw['embed_layer'] = lambda *a, **k: HybridEmbed(backbone=backbone, *a, **k)
-  model = VisionTransformer(**kw).eval()
-  if cfg.attn_scale is not None:
-    for blk in model.blocks:
-      blk.attn.scale = cfg.attn_scale
-      blk.attn.fused_attn = False
-  return model
+from vit_jax.timm_reference import timm_model  # noqa: E402
 
 
 def check_twin(name, tmp):

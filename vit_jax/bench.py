@@ -1,0 +1,156 @@
+"""Benchmark: images/s, step time, TFLOP/s and model FLOP utilisation.
+
+    python -m vit_jax.bench --model vit_base_patch16_224 --batch 8 --dtype float32 \
+        --mode infer [--compare timm]
+
+Times the jitted step on the devices at hand (warm-up excluded, median of
+several repetitions). FLOPs come from XLA's cost analysis of the compiled
+step; utilisation is against the peak measured in the same process (a large
+matmul in float32 on CPU, bfloat16 on accelerators) and, for known GPUs, the
+datasheet's dense bf16 peak. `--compare timm` runs the same model in timm
+(PyTorch eager, and torch.compile where it works) in the same run.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import statistics
+import sys
+import time
+from typing import Callable, Optional, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from vit_jax import registry
+
+# Dense bf16 tensor-core peaks (TFLOP/s, without sparsity) from the datasheets.
+DATASHEET_BF16_TFLOPS = {'H100': 989.0, 'H200': 989.0, 'A100': 312.0}
+
+
+@dataclasses.dataclass
+class Result:
+  name: str
+  seconds: float          # median step time
+  batch: int
+  flops: Optional[float]  # per step
+
+  def line(self, peak_tflops: float) -> str:
+    ips = self.batch / self.seconds
+    text = f'{self.name:34s} {self.seconds * 1e3:9.1f} ms  {ips:9.1f} img/s'
+    if self.flops:
+      tflops = self.flops / self.seconds / 1e12
+      text += f'  {tflops:8.3f} TFLOP/s  MFU {100 * tflops / peak_tflops:5.1f}%'
+    return text
+
+
+def median_seconds(fn: Callable[[], None], reps: int, warmup: int) -> float:
+  for _ in range(warmup):
+    fn()
+  times = []
+  for _ in range(reps):
+    t = time.perf_counter()
+    fn()
+    times.append(time.perf_counter() - t)
+  return statistics.median(times)
+
+
+def measured_peak_tflops(reps: int = 5) -> float:
+  """Matmul throughput of this device: f32 on CPU, bf16 elsewhere."""
+  on_cpu = jax.default_backend() == 'cpu'
+  n, dtype = (2048, jnp.float32) if on_cpu else (8192, jnp.bfloat16)
+  a = jnp.ones((n, n), dtype)
+  mm = jax.jit(lambda a: a @ a)
+  secs = median_seconds(lambda: mm(a).block_until_ready(), reps, warmup=2)
+  return 2 * n ** 3 / secs / 1e12
+
+
+def compiled_flops(compiled) -> Optional[float]:
+  cost = compiled.cost_analysis()
+  if isinstance(cost, (list, tuple)):
+    cost = cost[0] if cost else None
+  return float(cost['flops']) if cost and 'flops' in cost else None
+
+
+def bench_infer(cfg, batch: int, reps: int, warmup: int) -> Result:
+  model = registry.module_from_config(cfg)
+  x = jnp.ones((batch, cfg.image_size, cfg.image_size, 3), jnp.float32)
+  params = jax.jit(model.init)(jax.random.PRNGKey(0), x)
+  fwd = jax.jit(lambda p, x: model.apply(p, x, train=False))
+  compiled = fwd.lower(params, x).compile()
+  secs = median_seconds(lambda: compiled(params, x).block_until_ready(), reps, warmup)
+  return Result(f'vit_jax {cfg.dtype}', secs, batch, compiled_flops(compiled))
+
+
+def bench_timm(cfg, batch: int, reps: int, warmup: int, flops: Optional[float]
+               ) -> list[Result]:
+  """timm eager and torch.compile, inference, on the same kind of device."""
+  import torch
+  from vit_jax.timm_reference import timm_model
+  device = 'cuda' if torch.cuda.is_available() else 'cpu'
+  model = timm_model(cfg).to(device)
+  x = torch.ones(batch, 3, cfg.image_size, cfg.image_size, device=device)
+  amp = cfg.dtype == 'bfloat16'
+  sync = torch.cuda.synchronize if device == 'cuda' else (lambda: None)
+
+  def run(m):
+    def step():
+      with torch.no_grad(), torch.autocast(device, torch.bfloat16, enabled=amp):
+        m(x)
+      sync()
+    return step
+  tag = 'AMP bf16' if amp else 'float32'
+  out = [Result(f'timm eager {tag}', median_seconds(run(model), reps, warmup), batch, flops)]
+  try:
+    compiled = torch.compile(model)
+    out.append(Result(f'timm torch.compile {tag}',
+                      median_seconds(run(compiled), reps, warmup + 1), batch, flops))
+  except Exception as e:  # noqa: BLE001 -- report and go on: compile support varies
+    print(f'torch.compile unavailable: {type(e).__name__}: {str(e).splitlines()[0][:100]}')
+  return out
+
+
+def device_line() -> tuple[str, Optional[float]]:
+  d = jax.devices()[0]
+  kind = getattr(d, 'device_kind', d.platform)
+  sheet = next((v for k, v in DATASHEET_BF16_TFLOPS.items() if k in kind), None)
+  return f'{jax.device_count()} x {kind} ({jax.default_backend()})', sheet
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+  p = argparse.ArgumentParser(prog='python -m vit_jax.bench', description=__doc__.split('\n\n')[0])
+  p.add_argument('--model', default='vit_base_patch16_224')
+  p.add_argument('--batch', type=int, default=8)
+  p.add_argument('--dtype', default='float32', choices=['float32', 'bfloat16'])
+  p.add_argument('--mode', default='infer', choices=['infer'])
+  p.add_argument('--reps', type=int, default=10)
+  p.add_argument('--warmup', type=int, default=2)
+  p.add_argument('--compare', choices=['timm'], help='also time timm in this run')
+  args = p.parse_args(argv)
+  try:
+    cfg = registry.get_model_config(args.model, dtype=args.dtype)
+  except ValueError as e:
+    print(f'error: {e}', file=sys.stderr)
+    return 2
+  device, sheet = device_line()
+  peak = measured_peak_tflops()
+  print(f'device: {device}; measured matmul peak {peak * 1e3:.1f} GFLOP/s'
+        + (f'; datasheet bf16 peak {sheet:.0f} TFLOP/s' if sheet else ''))
+  print(f'model {args.model}, mode {args.mode}, batch {args.batch}, dtype {args.dtype}, '
+        f'median of {args.reps}')
+  ours = bench_infer(cfg, args.batch, args.reps, args.warmup)
+  if ours.flops:
+    print(f'model FLOPs per image (XLA cost analysis): {ours.flops / args.batch / 1e9:.2f} G')
+  results = [ours]
+  if args.compare == 'timm':
+    results += bench_timm(cfg, args.batch, args.reps, args.warmup, ours.flops)
+  for r in results:
+    print(r.line(peak))
+  for r in results[1:]:
+    print(f'speed-up of vit_jax over {r.name}: {r.seconds / ours.seconds:.2f}x')
+  return 0
+
+
+if __name__ == '__main__':
+  sys.exit(main())

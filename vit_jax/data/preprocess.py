@@ -1,0 +1,63 @@
+"""Decoding and timm's eval transform, done with PIL exactly as timm does.
+
+timm evaluated the card's weights with torchvision on PIL images: resize the
+shorter side to floor(image_size / crop_pct) with PIL's (antialiased)
+bicubic, centre crop, then scale to [0, 1] and normalise. Using PIL here too
+makes our crops identical to timm's, byte for byte.
+"""
+from __future__ import annotations
+
+import io
+import math
+from typing import Sequence, Union
+
+import numpy as np
+from PIL import Image
+
+_INTERPOLATION = {'bicubic': Image.BICUBIC, 'bilinear': Image.BILINEAR,
+                  'nearest': Image.NEAREST, 'lanczos': Image.LANCZOS}
+
+
+def decode_rgb(data: Union[bytes, str]) -> Image.Image:
+  """Encoded bytes (or a path) to an RGB image: grayscale, palette, CMYK and
+  alpha images are converted as `Image.open(f).convert('RGB')` does."""
+  img = Image.open(io.BytesIO(data) if isinstance(data, (bytes, bytearray)) else data)
+  img.load()
+  return img.convert('RGB')
+
+
+def resize_shorter_side(img: Image.Image, size: int, interpolation: str = 'bicubic'
+                        ) -> Image.Image:
+  """torchvision's Resize(int): short side to `size`, long side truncated."""
+  w, h = img.size
+  short, long = (w, h) if w <= h else (h, w)
+  new_short, new_long = size, int(size * long / short)
+  new_w, new_h = (new_short, new_long) if w <= h else (new_long, new_short)
+  if (new_w, new_h) == (w, h):
+    return img
+  return img.resize((new_w, new_h), _INTERPOLATION[interpolation])
+
+
+def center_crop(img: Image.Image, size: int) -> Image.Image:
+  """torchvision's CenterCrop: offsets rounded half to even, as Python does."""
+  w, h = img.size
+  if w < size or h < size:  # torchvision pads with zeros before cropping
+    canvas = Image.new('RGB', (max(w, size), max(h, size)))
+    canvas.paste(img, ((max(w, size) - w) // 2, (max(h, size) - h) // 2))
+    img, (w, h) = canvas, canvas.size
+  top, left = int(round((h - size) / 2.0)), int(round((w - size) / 2.0))
+  return img.crop((left, top, left + size, top + size))
+
+
+def eval_crop(img: Image.Image, image_size: int, crop_pct: float,
+              interpolation: str = 'bicubic') -> np.ndarray:
+  """uint8 (image_size, image_size, 3): PIL's output before normalisation."""
+  scale = math.floor(image_size / crop_pct)
+  return np.asarray(center_crop(resize_shorter_side(img, scale, interpolation), image_size),
+                    np.uint8)
+
+
+def normalize(images: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
+  """uint8 NHWC (or HWC) to float32 scaled to [0, 1], minus mean, over std."""
+  x = images.astype(np.float32) / 255.0
+  return (x - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)

@@ -1,0 +1,124 @@
+"""Random-access datasets: `tfds:NAME[:SPLIT]` and `folder:PATH`.
+
+Both give records `{'image': encoded bytes, 'label': int, 'id': str}` by
+index, which is what Grain needs for exact sharding, padding and resumable
+order. Images stay encoded here: decoding happens in the pipeline workers.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any, Optional, Sequence
+
+IMAGE_SUFFIXES = ('.jpg', '.jpeg', '.png', '.bmp', '.gif', '.tif', '.tiff', '.webp', '.ppm')
+# Split used when a tfds spec names none.
+DEFAULT_SPLIT = 'validation'
+
+
+class DatasetError(ValueError):
+  """A dataset that does not exist or cannot be read; one line, what to do."""
+
+
+@dataclasses.dataclass
+class FolderSource:
+  """One sub-folder per class; sorted class names give the label ids."""
+  root: str
+  files: list[str]          # paths relative to root, in label-then-name order
+  labels: list[int]
+  class_names: list[str]
+
+  @property
+  def num_classes(self) -> int:
+    return len(self.class_names)
+
+  def __len__(self) -> int:
+    return len(self.files)
+
+  def __getitem__(self, i: int) -> dict:
+    path = os.path.join(self.root, self.files[i])
+    with open(path, 'rb') as f:
+      data = f.read()
+    return {'image': data, 'label': self.labels[i], 'id': self.files[i]}
+
+
+def open_folder(root: str, class_names: Optional[Sequence[str]] = None) -> FolderSource:
+  if not os.path.isdir(root):
+    raise DatasetError(f'folder dataset {root!r} does not exist')
+  found = sorted(d for d in os.listdir(root)
+                 if os.path.isdir(os.path.join(root, d)) and not d.startswith('.'))
+  names = list(class_names) if class_names is not None else found
+  unknown = sorted(set(found) - set(names))
+  if unknown:
+    raise DatasetError(f'{root}: sub-folders {unknown[:5]} are not among the given class_names')
+  files, labels = [], []
+  for label, name in enumerate(names):
+    folder = os.path.join(root, name)
+    if not os.path.isdir(folder):
+      continue
+    for dirpath, _, filenames in sorted(os.walk(folder, followlinks=True)):
+      for fn in sorted(filenames):
+        if fn.lower().endswith(IMAGE_SUFFIXES) and not fn.startswith('.'):
+          files.append(os.path.relpath(os.path.join(dirpath, fn), root))
+          labels.append(label)
+  if not files:
+    raise DatasetError(f'{root}: no images found (expected one sub-folder per class holding '
+                       f'{", ".join(IMAGE_SUFFIXES)} files)')
+  return FolderSource(root, files, labels, names)
+
+
+class TfdsSource:
+  """A prepared TFDS split read through `tfds.data_source` (ArrayRecord)."""
+
+  def __init__(self, name: str, split: str, data_dir: Optional[str]):
+    import tensorflow_datasets as tfds
+    try:
+      builder = tfds.builder(name, data_dir=data_dir)
+    except Exception as e:  # noqa: BLE001 -- tfds raises many types for a bad name
+      raise DatasetError(f'unknown TFDS dataset {name!r}: {str(e).splitlines()[0]}') from None
+    if not builder.is_prepared():
+      raise DatasetError(_not_prepared_message(name, builder.data_dir))
+    self._source = tfds.data_source(
+        name, split=split, data_dir=data_dir, download=False,
+        decoders={'image': tfds.decode.SkipDecoding()})
+    self.class_names = list(builder.info.features['label'].names)
+    self._name, self._split = name, split
+
+  @property
+  def num_classes(self) -> int:
+    return len(self.class_names)
+
+  def __len__(self) -> int:
+    return len(self._source)
+
+  def __getitem__(self, i: int) -> dict:
+    ex = self._source[i]
+    tfds_id = ex.get('tfds_id', ex.get('file_name', b''))
+    if isinstance(tfds_id, bytes):
+      tfds_id = tfds_id.decode()
+    return {'image': ex['image'], 'label': int(ex['label']),
+            'id': tfds_id or f'{self._name}/{self._split}/{i}'}
+
+
+def _not_prepared_message(name: str, data_dir: Any) -> str:
+  if name.startswith('imagenet2012'):
+    return (f'TFDS dataset {name} is not prepared under {data_dir}: download '
+            'ILSVRC2012_img_train.tar and ILSVRC2012_img_val.tar from image-net.org into a '
+            f'manual dir, then run `tfds build {name} --manual_dir=MANUAL_DIR '
+            f'--data_dir={data_dir} --file_format=array_record` (needs tensorflow)')
+  return (f'TFDS dataset {name} is not prepared under {data_dir}: run `tfds build {name} '
+          f'--data_dir={data_dir} --file_format=array_record` where it can download')
+
+
+def open_source(spec: str, data_dir: Optional[str] = None,
+                class_names: Optional[Sequence[str]] = None):
+  """A random-access source for `tfds:NAME[:SPLIT]` or `folder:PATH`."""
+  kind, sep, rest = spec.partition(':')
+  if not sep or not rest:
+    raise DatasetError(f'dataset {spec!r}: use tfds:NAME[:SPLIT] or folder:PATH')
+  if kind == 'folder':
+    return open_folder(os.path.expanduser(rest), class_names)
+  if kind == 'tfds':
+    name, _, split = rest.partition(':')
+    return TfdsSource(name, split or DEFAULT_SPLIT, data_dir)
+  raise DatasetError(f'dataset {spec!r}: unknown kind {kind!r}; use tfds:NAME[:SPLIT] or '
+                     'folder:PATH')

@@ -34,6 +34,9 @@ class FolderSource:
   def __len__(self) -> int:
     return len(self.files)
 
+  def id_of(self, i: int) -> str:
+    return self.files[i]
+
   def __getitem__(self, i: int) -> dict:
     path = os.path.join(self.root, self.files[i])
     with open(path, 'rb') as f:
@@ -76,7 +79,7 @@ class TfdsSource:
     except Exception as e:  # noqa: BLE001 -- tfds raises many types for a bad name
       raise DatasetError(f'unknown TFDS dataset {name!r}: {str(e).splitlines()[0]}') from None
     if not builder.is_prepared():
-      raise DatasetError(_not_prepared_message(name, builder.data_dir))
+      raise DatasetError(_not_prepared_message(name, data_dir or tfds.core.constants.DATA_DIR))
     self._source = tfds.data_source(
         name, split=split, data_dir=data_dir, download=False,
         decoders={'image': tfds.decode.SkipDecoding()})
@@ -90,13 +93,13 @@ class TfdsSource:
   def __len__(self) -> int:
     return len(self._source)
 
+  def id_of(self, i: int) -> str:
+    """NAME/SPLIT/INDEX: stable for a prepared split, known without reading."""
+    return f'{self._name}/{self._split}/{i}'
+
   def __getitem__(self, i: int) -> dict:
     ex = self._source[i]
-    tfds_id = ex.get('tfds_id', ex.get('file_name', b''))
-    if isinstance(tfds_id, bytes):
-      tfds_id = tfds_id.decode()
-    return {'image': ex['image'], 'label': int(ex['label']),
-            'id': tfds_id or f'{self._name}/{self._split}/{i}'}
+    return {'image': ex['image'], 'label': int(ex['label']), 'id': self.id_of(i)}
 
 
 def _not_prepared_message(name: str, data_dir: Any) -> str:

@@ -1,0 +1,66 @@
+"""Top-1 / top-5 evaluation of any registered model and checkpoint.
+
+    python eval.py --config=configs/eval.py --config.model=NAME \
+        --config.checkpoint=PATH --config.dataset=DATASET --config.workdir=DIR
+"""
+from __future__ import annotations
+
+import json
+import os
+
+from absl import app, logging
+
+from vit_jax.cli import define_config, fail
+
+_CONFIG = define_config('configs/eval.py', 'evaluation config (ml_collections file)')
+
+
+def run(config) -> dict:
+  import jax
+  import numpy as np
+  from vit_jax import distributed, registry
+  from vit_jax.checkpoints import load_params
+  from vit_jax.evaluate import evaluate
+
+  distributed.initialize(config.coordinator_address, config.num_processes, config.process_id)
+  if not config.checkpoint:
+    raise ValueError('set --config.checkpoint to the weights to evaluate')
+  if not config.workdir:
+    raise ValueError('set --config.workdir: metrics.json is written there')
+  model_cfg, params = load_params(config.checkpoint, config.model or None,
+                                  **dict(config.model_overrides))
+  model = registry.module_from_config(model_cfg)
+  result = evaluate(model, params, config.dataset, model_config=model_cfg,
+                    batch_size=config.batch_size, data_dir=config.data_dir,
+                    class_names=config.class_names, workers=config.workers,
+                    strict=config.strict, write_logits=config.write_logits)
+  metrics = {'top1': result['top1'], 'top5': result['top5'], 'loss': result['loss'],
+             'num_examples': result['num_examples'], 'num_skipped': result['num_skipped'],
+             'skipped': result['skipped'], 'model': model_cfg.name,
+             'checkpoint': config.checkpoint, 'dataset': config.dataset}
+  if jax.process_index() == 0:
+    os.makedirs(config.workdir, exist_ok=True)
+    with open(os.path.join(config.workdir, 'metrics.json'), 'w') as f:
+      json.dump(metrics, f, indent=1)
+    if config.write_logits:
+      np.savez(os.path.join(config.workdir, 'logits.npz'), logits=result['logits'],
+               labels=result['labels'], ids=result['ids'])
+    skipped = f'  skipped {metrics["num_skipped"]} unreadable' if metrics['num_skipped'] else ''
+    print(f'{model_cfg.name} on {config.dataset}: top-1 {100 * metrics["top1"]:.2f}%  '
+          f'top-5 {100 * metrics["top5"]:.2f}%  loss {metrics["loss"]:.4f}  '
+          f'examples {metrics["num_examples"]}{skipped}')
+  return metrics
+
+
+def main(argv) -> None:
+  if len(argv) > 1:
+    raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+  logging.set_verbosity(logging.WARNING)  # orbax and jax are chatty at INFO
+  try:
+    run(_CONFIG.value)
+  except (ValueError, OSError) as e:  # dataset, checkpoint and config errors
+    fail(str(e))
+
+
+if __name__ == '__main__':
+  app.run(main)

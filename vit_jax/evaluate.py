@@ -1,0 +1,119 @@
+"""Top-1 / top-5 / loss over a whole dataset, exactly, on any mesh.
+
+Counts are summed inside the jitted step over the global (all hosts) batch,
+with padding and unreadable images masked out, so the totals are the same
+for any batch size, device count or host count.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any, Optional, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from jax.experimental import multihost_utils
+from jax.sharding import Mesh
+
+from vit_jax import parallel
+from vit_jax.data.eval_pipeline import eval_batches, num_batches
+from vit_jax.data.sources import DatasetError, open_source
+from vit_jax.progress import Progress
+
+
+class UnreadableImageError(DatasetError):
+  """An image that cannot be decoded, in strict mode."""
+
+
+def _sums(logits: jax.Array, labels: jax.Array, valid: jax.Array) -> dict:
+  """Masked sums of examples, loss and top-1 / top-5 hits."""
+  k = min(5, logits.shape[-1])
+  logp = jax.nn.log_softmax(logits.astype(jnp.float32))
+  nll = -jnp.take_along_axis(logp, labels[:, None], axis=-1)[:, 0]
+  topk = jax.lax.top_k(logits, k)[1]
+  hit5 = jnp.any(topk == labels[:, None], axis=-1)
+  w = valid.astype(jnp.float32)
+  return {'count': w.sum(), 'loss': (nll * w).sum(), 'top1': ((topk[:, 0] == labels) * w).sum(),
+          'top5': (hit5 * w).sum()}
+
+
+def make_eval_step(model: nn.Module, mean: Sequence[float], std: Sequence[float]):
+  """Jitted (params, totals, batch) -> (totals, logits); normalises on device
+  so the host sends uint8."""
+  mean, std = jnp.asarray(mean, jnp.float32), jnp.asarray(std, jnp.float32)
+
+  @jax.jit
+  def step(params, totals, image, label, valid, skipped):
+    x = (image.astype(jnp.float32) / 255.0 - mean) / std
+    logits = model.apply({'params': params}, x, train=False)
+    sums = _sums(logits, label, valid)
+    sums['skipped'] = skipped.astype(jnp.float32).sum()
+    return jax.tree.map(jnp.add, totals, sums), logits
+  return step
+
+
+def _to_host(x: jax.Array) -> np.ndarray:
+  """The full value of a global array on every process."""
+  if x.is_fully_addressable:
+    return np.asarray(x)
+  return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+
+
+def evaluate(model: nn.Module, params: Any, source_or_spec: Any, *,
+             model_config: ml_collections.ConfigDict, batch_size: int,
+             mesh: Optional[Mesh] = None, data_dir: Optional[str] = None,
+             class_names: Optional[Sequence[str]] = None, workers: int = 8,
+             strict: bool = False, write_logits: bool = False, progress: bool = True,
+             log=logging.warning) -> dict:
+  """Evaluate `params` on a dataset (spec string or source); `batch_size` is
+  global. Returns top1, top5 (fractions), loss, num_examples, num_skipped,
+  skipped (ids of unreadable images), and logits/labels/ids when asked."""
+  source = (open_source(source_or_spec, data_dir, class_names)
+            if isinstance(source_or_spec, str) else source_or_spec)
+  mesh = mesh or parallel.make_mesh()
+  local_batch = parallel.check_batch_size(batch_size)
+  if not all(isinstance(x, jax.Array) for x in jax.tree.leaves(params)):
+    params = jax.device_put(params, parallel.replicated(mesh))
+  step = make_eval_step(model, model_config.mean, model_config.std)
+  totals = {k: jnp.zeros((), jnp.float32) for k in ('count', 'loss', 'top1', 'top5', 'skipped')}
+  steps = num_batches(len(source), local_batch, jax.process_count())
+  bar = Progress(steps, 'eval', enabled=progress)
+  kept_logits, kept_index, kept_labels, kept_valid, skipped = [], [], [], [], []
+  for batch in eval_batches(source, local_batch=local_batch,
+                            image_size=model_config.image_size,
+                            crop_pct=model_config.crop_pct,
+                            interpolation=model_config.interpolation,
+                            process_index=jax.process_index(),
+                            process_count=jax.process_count(), workers=workers):
+    for ident, err in batch['errors']:
+      if strict:
+        raise UnreadableImageError(f'cannot decode image {ident}: {err} (strict mode)')
+      log(f'skipping unreadable image {ident}: {err}')
+      skipped.append(ident)
+    arrays = parallel.global_batch(mesh, {k: batch[k] for k in
+                                          ('image', 'label', 'valid', 'skipped', 'index')})
+    totals, logits = step(params, totals, arrays['image'], arrays['label'], arrays['valid'],
+                          arrays['skipped'])
+    if write_logits:
+      kept_logits.append(_to_host(logits))
+      kept_index.append(_to_host(arrays['index']))
+      kept_labels.append(_to_host(arrays['label']))
+      kept_valid.append(_to_host(arrays['valid']))
+    bar.update(int(batch['valid'].sum()) * jax.process_count())
+  bar.close()
+  t = {k: float(v) for k, v in jax.device_get(
+      jax.tree.map(lambda a: a.addressable_data(0), totals)).items()}
+  n = int(round(t['count']))
+  out = {'top1': t['top1'] / max(n, 1), 'top5': t['top5'] / max(n, 1),
+         'loss': t['loss'] / max(n, 1), 'num_examples': n,
+         'num_skipped': int(round(t['skipped'])), 'skipped': skipped}
+  if write_logits:
+    index = np.concatenate(kept_index)
+    keep = np.concatenate(kept_valid)  # evaluated rows: no padding, no skipped image
+    order = np.argsort(index[keep], kind='stable')
+    out['logits'] = np.concatenate(kept_logits)[keep][order]
+    out['labels'] = np.concatenate(kept_labels)[keep][order].astype(np.int64)
+    out['ids'] = np.array([source.id_of(int(i)) for i in index[keep][order]])
+  return out

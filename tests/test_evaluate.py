@@ -1,0 +1,79 @@
+"""The evaluation core against a direct computation, on real photos."""
+import numpy as np
+import pytest
+
+from vit_jax import registry
+from vit_jax.data.eval_pipeline import eval_batches, num_batches
+from vit_jax.data.preprocess import decode_rgb, eval_crop, normalize
+from vit_jax.data.sources import open_source
+from vit_jax.evaluate import UnreadableImageError, evaluate
+from eval_helpers import photo_folder, tiny_checkpoint
+
+
+@pytest.fixture(scope='module')
+def setup(tmp_path_factory):
+  tmp = tmp_path_factory.mktemp('eval')
+  root = photo_folder(str(tmp / 'photos'), corrupt=True)
+  cfg, params = tiny_checkpoint(str(tmp / 'ckpt'))
+  return root, cfg, params
+
+
+def _reference(root, cfg, params):
+  """Logits by hand: decode, crop, normalise, apply; the corrupt file left out."""
+  src = open_source(f'folder:{root}')
+  rows = [i for i in range(len(src)) if not src[i]['id'].endswith('broken.jpg')]
+  x = np.stack([normalize(eval_crop(decode_rgb(src[i]['image']), cfg.image_size, cfg.crop_pct),
+                          cfg.mean, cfg.std) for i in rows])
+  logits = np.asarray(registry.module_from_config(cfg).apply({'params': params}, x))
+  labels = np.array([src[i]['label'] for i in rows])
+  return logits, labels, [src[i]['id'] for i in rows]
+
+
+def _metrics(logits, labels):
+  top5 = np.argsort(-logits, axis=1)[:, :5]
+  logp = logits - logits.max(1, keepdims=True)
+  logp = logp - np.log(np.exp(logp).sum(1, keepdims=True))
+  return ((top5[:, 0] == labels).mean(), (top5 == labels[:, None]).any(1).mean(),
+          -logp[np.arange(len(labels)), labels].mean())
+
+
+@pytest.mark.parametrize('batch_size', [1, 4, 5])
+def test_metrics_equal_a_direct_computation_for_any_batch_size(setup, batch_size):
+  root, cfg, params = setup
+  logits, labels, ids = _reference(root, cfg, params)
+  top1, top5, loss = _metrics(logits, labels)
+  out = evaluate(registry.module_from_config(cfg), params, f'folder:{root}', model_config=cfg,
+                 batch_size=batch_size, write_logits=True, progress=False, log=lambda m: None)
+  assert out['num_examples'] == len(labels) == 13 and out['num_skipped'] == 1
+  assert out['skipped'] == ['class_1/broken.jpg']
+  assert out['top1'] == top1 and out['top5'] == top5
+  assert out['loss'] == pytest.approx(loss, rel=1e-5)
+  assert list(out['ids']) == ids
+  np.testing.assert_array_equal(out['labels'], labels)
+  np.testing.assert_allclose(out['logits'], logits, atol=1e-5)
+  # the logits it returns give the metrics it reports
+  assert _metrics(out['logits'], out['labels'])[:2] == (out['top1'], out['top5'])
+
+
+def test_strict_mode_fails_on_the_unreadable_file(setup):
+  root, cfg, params = setup
+  with pytest.raises(UnreadableImageError, match='class_1/broken.jpg'):
+    evaluate(registry.module_from_config(cfg), params, f'folder:{root}', model_config=cfg,
+             batch_size=4, strict=True, progress=False)
+
+
+@pytest.mark.parametrize('n, batch, hosts', [(13, 4, 1), (13, 2, 2), (13, 4, 3), (2, 4, 3)])
+def test_shards_cover_every_example_once_with_equal_step_counts(setup, tmp_path, n, batch, hosts):
+  root = photo_folder(str(tmp_path / 'p'), counts=(n,))
+  src = open_source(f'folder:{root}')
+  seen, steps = [], set()
+  for p in range(hosts):
+    batches = list(eval_batches(src, local_batch=batch, image_size=16, crop_pct=1.0,
+                                process_index=p, process_count=hosts, workers=2))
+    steps.add(len(batches))
+    for b in batches:
+      assert b['image'].shape == (batch, 16, 16, 3) and b['image'].dtype == np.uint8
+      seen += [int(i) for i in b['index'][b['valid']]]
+      assert (b['index'][~b['valid']] == -1).all()
+  assert steps == {num_batches(n, batch, hosts)}
+  assert sorted(seen) == list(range(n))

@@ -1,0 +1,45 @@
+"""Folder and TFDS sources: ordering, labels and one-line errors."""
+import os
+
+import pytest
+
+from vit_jax.data.sources import DatasetError, open_source
+from eval_helpers import photo_folder
+
+
+def test_folder_labels_follow_sorted_class_names(tmp_path):
+  root = photo_folder(str(tmp_path / 'ds'), counts=(2, 1, 3))
+  (tmp_path / 'ds' / 'class_0' / 'notes.txt').write_text('not an image')
+  src = open_source(f'folder:{root}')
+  assert src.class_names == ['class_0', 'class_1', 'class_2'] and len(src) == 6
+  assert [src[i]['label'] for i in range(6)] == [0, 0, 1, 2, 2, 2]
+  assert src[0]['id'] == os.path.join('class_0', '0.png') and src.id_of(5) == src[5]['id']
+  assert src[3]['image'][:4] == b'\x89PNG' or src[3]['image'][:2] == b'\xff\xd8'
+
+
+def test_explicit_class_names_give_the_label_ids(tmp_path):
+  root = photo_folder(str(tmp_path / 'ds'), counts=(1, 1))
+  src = open_source(f'folder:{root}', class_names=['class_1', 'extra', 'class_0'])
+  assert [src[i]['label'] for i in range(len(src))] == [0, 2]
+  with pytest.raises(DatasetError, match='not among the given class_names'):
+    open_source(f'folder:{root}', class_names=['class_0'])
+
+
+def test_bad_specs_are_one_line_errors(tmp_path):
+  os.makedirs(tmp_path / 'empty' / 'a')
+  cases = {f'folder:{tmp_path}/missing': 'does not exist',
+           f'folder:{tmp_path}/empty': 'no images found',
+           'imagenet': 'use tfds:NAME', 'hf:beans': "unknown kind 'hf'",
+           'tfds:no_such_dataset_xyz': "unknown TFDS dataset 'no_such_dataset_xyz'"}
+  for spec, message in cases.items():
+    with pytest.raises(DatasetError, match=message) as e:
+      open_source(spec, data_dir=str(tmp_path / 'tfds'))
+    assert '\n' not in str(e.value)
+
+
+def test_unprepared_imagenet_says_what_to_download(tmp_path):
+  with pytest.raises(DatasetError) as e:
+    open_source('tfds:imagenet2012:validation', data_dir=str(tmp_path))
+  msg = str(e.value)
+  assert 'ILSVRC2012_img_val.tar' in msg and 'tfds build imagenet2012' in msg
+  assert f'--data_dir={tmp_path}' in msg and '--manual_dir' in msg

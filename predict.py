@@ -1,0 +1,123 @@
+"""Top-5 ImageNet classes of images, and optionally an attention-rollout map.
+
+    python predict.py IMAGE [IMAGE ...] --checkpoint PATH [--model NAME] \
+        [--topk 5] [--attention_map OUT.png]
+
+Preprocessing is the model's eval transform (as eval.py). The attention map
+is the rollout of Abnar & Zuidema (2020): per layer the head-averaged
+attention plus the identity, renormalised, multiplied through the layers;
+the class token's row over the patches, upsampled onto the image.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from importlib import resources
+from typing import Optional, Sequence
+
+import numpy as np
+
+
+def imagenet_class_names() -> list[str]:
+  """The 1000 ImageNet-1k class names in label order (from timm's data files)."""
+  text = resources.files('vit_jax.data').joinpath('imagenet_classes.txt').read_text()
+  return text.splitlines()
+
+
+def attention_rollout(model, params, x, cfg) -> np.ndarray:
+  """(batch, grid, grid) rollout maps from the per-layer query/key outputs."""
+  import jax
+  import jax.numpy as jnp
+  from vit_jax.checkpoints.adapt import grid_size
+  _, state = model.apply({'params': params}, x, capture_intermediates=lambda m, _: m.name in (
+      'query', 'key'), mutable=['intermediates'])
+  blocks = state['intermediates']['Transformer']
+  head_dim = cfg.hidden_size // cfg.num_heads
+  scale = cfg.attn_scale if cfg.attn_scale is not None else head_dim ** -0.5
+  rollout = None
+  for i in range(cfg.num_layers):
+    attn = blocks[f'encoderblock_{i}']['MultiHeadDotProductAttention_0']
+    q, k = attn['query']['__call__'][0], attn['key']['__call__'][0]
+    w = jax.nn.softmax(jnp.einsum('bqhd,bkhd->bhqk', q * scale, k), axis=-1).mean(axis=1)
+    w = w + jnp.eye(w.shape[-1])
+    w = w / w.sum(axis=-1, keepdims=True)
+    rollout = w if rollout is None else w @ rollout
+  g = grid_size(cfg)
+  rows = rollout[:, 0, 1:] if cfg.classifier == 'token' else rollout.mean(axis=1)
+  return np.asarray(rows).reshape(-1, g, g)
+
+
+def save_overlay(path: str, crop: np.ndarray, heat: np.ndarray) -> None:
+  """The crop with the normalised map blended in as red."""
+  from PIL import Image
+  heat = (heat - heat.min()) / max(float(heat.max() - heat.min()), 1e-12)
+  size = crop.shape[:2][::-1]
+  up = np.asarray(Image.fromarray((heat * 255).astype(np.uint8)).resize(size, Image.BILINEAR),
+                  np.float32) / 255.0
+  out = crop.astype(np.float32) * (0.4 + 0.6 * up[..., None])
+  out[..., 0] = np.maximum(out[..., 0], 255.0 * up * 0.8)
+  Image.fromarray(out.clip(0, 255).astype(np.uint8)).save(path)
+
+
+def map_path(base: str, index: int, count: int) -> str:
+  if count == 1:
+    return base
+  stem, ext = os.path.splitext(base)
+  return f'{stem}_{index}{ext or ".png"}'
+
+
+def predict(images: Sequence[str], checkpoint: str, model_name: Optional[str], topk: int,
+            attention_map: Optional[str]) -> list[list[tuple[float, str]]]:
+  import jax
+  from vit_jax import registry
+  from vit_jax.checkpoints import load_params
+  from vit_jax.data.preprocess import decode_rgb, eval_crop, normalize
+  cfg, params = load_params(checkpoint, model_name)
+  model = registry.module_from_config(cfg)
+  crops = []
+  for path in images:
+    try:
+      crops.append(eval_crop(decode_rgb(path), cfg.image_size, cfg.crop_pct,
+                             cfg.interpolation))
+    except (OSError, ValueError) as e:
+      raise ValueError(f'{path}: cannot read the image ({type(e).__name__})') from None
+  x = normalize(np.stack(crops), cfg.mean, cfg.std)
+  probs = np.asarray(jax.nn.softmax(model.apply({'params': params}, x)))
+  names = imagenet_class_names() if cfg.num_classes == 1000 else None
+  results = []
+  for p in probs:
+    top = np.argsort(-p)[:topk]
+    results.append([(float(p[c]), names[c] if names else f'class {c}') for c in top])
+  if attention_map:
+    maps = attention_rollout(model, params, x, cfg)
+    for i, (crop, heat) in enumerate(zip(crops, maps)):
+      save_overlay(map_path(attention_map, i, len(images)), crop, heat)
+  return results
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+  p = argparse.ArgumentParser(prog='predict.py', description=__doc__.split('\n\n')[0])
+  p.add_argument('images', nargs='+', metavar='IMAGE')
+  p.add_argument('--checkpoint', required=True, help='any file or directory load_params reads')
+  p.add_argument('--model', help='registry name, where the checkpoint does not say it')
+  p.add_argument('--topk', type=int, default=5)
+  p.add_argument('--attention_map', metavar='OUT.png',
+                 help='save the attention rollout over the image (OUT_i.png for several)')
+  args = p.parse_args(argv)
+  from absl import logging
+  logging.set_verbosity(logging.WARNING)
+  try:
+    results = predict(args.images, args.checkpoint, args.model, args.topk, args.attention_map)
+  except (ValueError, OSError) as e:
+    print(f'error: {e}', file=sys.stderr)
+    return 1
+  for path, rows in zip(args.images, results):
+    print(path)
+    for prob, name in rows:
+      print(f'  {prob:7.4f}  {name}')
+  return 0
+
+
+if __name__ == '__main__':
+  sys.exit(main())

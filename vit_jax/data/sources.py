@@ -1,4 +1,4 @@
-"""Random-access datasets: `tfds:NAME[:SPLIT]` and `folder:PATH`.
+"""Random-access datasets: `tfds:NAME[:SPLIT]`, `folder:PATH` and `digits:SPLIT`.
 
 Both give records `{'image': encoded bytes, 'label': int, 'id': str}` by
 index, which is what Grain needs for exact sharding, padding and resumable
@@ -117,11 +117,18 @@ def open_source(spec: str, data_dir: Optional[str] = None,
   """A random-access source for `tfds:NAME[:SPLIT]` or `folder:PATH`."""
   kind, sep, rest = spec.partition(':')
   if not sep or not rest:
-    raise DatasetError(f'dataset {spec!r}: use tfds:NAME[:SPLIT] or folder:PATH')
+    raise DatasetError(f'dataset {spec!r}: use tfds:NAME[:SPLIT], folder:PATH or digits:SPLIT')
   if kind == 'folder':
     return open_folder(os.path.expanduser(rest), class_names)
   if kind == 'tfds':
     name, _, split = rest.partition(':')
     return TfdsSource(name, split or DEFAULT_SPLIT, data_dir)
-  raise DatasetError(f'dataset {spec!r}: unknown kind {kind!r}; use tfds:NAME[:SPLIT] or '
-                     'folder:PATH')
+  if kind == 'digits':  # scikit-learn's digits, written as a folder on first use
+    from vit_jax.data import digits
+    if rest not in ('train', 'test'):
+      raise DatasetError(f'dataset {spec!r}: digits has the splits train and test')
+    root = digits.ensure_digits(os.path.join(data_dir, 'digits') if data_dir
+                                else digits.default_root())
+    return open_folder(os.path.join(root, rest), class_names)
+  raise DatasetError(f'dataset {spec!r}: unknown kind {kind!r}; use tfds:NAME[:SPLIT], '
+                     'folder:PATH or digits:SPLIT')

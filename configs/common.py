@@ -1,0 +1,38 @@
+"""Keys every training config has (DESIGN.md), with neutral defaults."""
+import ml_collections
+
+
+def base_config() -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  c.model = 'vit_base_patch16_224'
+  c.model_overrides = {}          # model config fields: num_classes, dropout_rate, ...
+  c.dataset = 'tfds:imagenet2012:train'
+  c.eval_dataset = 'tfds:imagenet2012:validation'   # '' for none
+  c.data_dir = ml_collections.FieldReference(None, field_type=str)
+  c.image_size = 224
+  c.batch_size = 4096             # global, over all devices of all hosts
+  c.eval_batch_size = 512
+  c.total_steps = 10_000
+  c.warmup_steps = 500
+  c.optimizer = 'sgd'             # or 'adamw'
+  c.lr = 0.03
+  c.momentum = 0.9
+  c.weight_decay = 0.0            # decoupled, kernels only: w -= lr(t) * wd * w
+  c.grad_clip_norm = 1.0
+  c.label_smoothing = 0.0
+  c.accum_steps = 1
+  c.dtype = 'float32'             # compute dtype; parameters stay float32
+  c.pretrained = ml_collections.FieldReference(None, field_type=str)
+  c.checkpoint_every = 1000
+  c.keep_checkpoints = 3
+  c.eval_every = 1000
+  c.log_every = 50
+  c.seed = 0
+  c.crop_scale = (0.08, 1.0)      # inception crop area range
+  c.flip = True
+  c.workers = 8                   # decode/augment threads per host
+  c.fsdp = 1                      # devices that shard each parameter (FSDP); 1 = replicate
+  c.coordinator_address = ml_collections.FieldReference(None, field_type=str)
+  c.num_processes = ml_collections.FieldReference(None, field_type=int)
+  c.process_id = ml_collections.FieldReference(None, field_type=int)
+  return c

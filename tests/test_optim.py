@@ -1,0 +1,88 @@
+"""Schedule, clipping, weight-decay mask and label smoothing, by the numbers."""
+import math
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+
+import vit_jax
+from vit_jax.train.losses import cross_entropy
+from vit_jax.train.optim import decay_mask, make_optimizer, schedule
+
+
+def _config(**kw):
+  c = dict(lr=0.1, warmup_steps=10, total_steps=110, optimizer='sgd', momentum=0.9,
+           weight_decay=0.0, grad_clip_norm=0.0)
+  c.update(kw)
+  return ml_collections.ConfigDict(c)
+
+
+def test_warmup_then_cosine():
+  fn = schedule(0.1, 10, 110)
+  for step in (0, 1, 5, 9):
+    assert float(fn(step)) == pytest.approx(0.1 * step / 10)
+  for step in (10, 35, 60, 85, 109, 110, 200):
+    p = min((step - 10) / 100, 1.0)
+    assert float(fn(step)) == pytest.approx(0.5 * 0.1 * (1 + math.cos(math.pi * p)), abs=1e-8)
+
+
+def test_clipping_by_global_norm_then_momentum():
+  tx = make_optimizer(_config(grad_clip_norm=1.0, warmup_steps=0, total_steps=10 ** 9))
+  params = {'kernel': jnp.zeros(3)}
+  g = {'kernel': jnp.array([3.0, 4.0, 0.0])}  # norm 5 -> scaled to norm 1
+  state = tx.init(params)
+  u1, state = tx.update(g, state, params)
+  np.testing.assert_allclose(u1['kernel'], -0.1 * np.array([0.6, 0.8, 0.0]), rtol=1e-6)
+  u2, state = tx.update(g, state, params)  # momentum: m = 0.9 m + g
+  np.testing.assert_allclose(u2['kernel'], -0.1 * 1.9 * np.array([0.6, 0.8, 0.0]), rtol=1e-6)
+  small = {'kernel': jnp.array([0.3, 0.4, 0.0])}  # under the threshold: untouched
+  u3, _ = make_optimizer(_config(grad_clip_norm=1.0, momentum=0.0, warmup_steps=0)).update(
+      small, tx.init(params), params)
+  np.testing.assert_allclose(u3['kernel'], -0.1 * np.array([0.3, 0.4, 0.0]), rtol=1e-6)
+
+
+def test_weight_decay_hits_kernels_only_and_follows_the_schedule():
+  model = vit_jax.create_model('vit_base_patch16_224', image_size=32, patch_size=16,
+                               hidden_size=8, num_layers=1, num_heads=2, mlp_dim=16,
+                               num_classes=3, resnet=None)
+  params = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 32, 32, 3)))['params']
+  mask = jax.tree_util.tree_flatten_with_path(decay_mask(params))[0]
+  decayed = {'/'.join(p.key for p in path) for path, m in mask if m}
+  assert 'head/kernel' in decayed and 'embedding/kernel' in decayed
+  assert 'Transformer/encoderblock_0/MultiHeadDotProductAttention_0/query/kernel' in decayed
+  for name in ('cls', 'Transformer/posembed_input/pos_embedding', 'head/bias',
+               'Transformer/encoder_norm/scale', 'Transformer/encoderblock_0/LayerNorm_0/bias'):
+    assert name not in decayed
+  params = jax.tree.map(lambda a: jnp.ones_like(a), params)
+  tx = make_optimizer(_config(weight_decay=0.5, momentum=0.0, warmup_steps=4, total_steps=100))
+  state = tx.init(params)
+  zeros = jax.tree.map(jnp.zeros_like, params)
+  for step in range(3):
+    updates, state = tx.update(zeros, state, params)
+  lr = 0.1 * 2 / 4  # the third step (count 2) of the warmup
+  np.testing.assert_allclose(updates['head']['kernel'], -lr * 0.5, rtol=1e-6)
+  np.testing.assert_array_equal(updates['head']['bias'], 0.0)
+  np.testing.assert_array_equal(updates['cls'], 0.0)
+
+
+def test_label_smoothing_against_a_direct_computation():
+  logits = np.array([[2.0, -1.0, 0.5, 0.0], [0.1, 0.2, 3.0, -2.0]], np.float32)
+  labels = np.array([0, 2])
+  for s in (0.0, 0.1, 0.3):
+    logp = logits - np.log(np.exp(logits).sum(1, keepdims=True))
+    target = np.full((2, 4), s / 4)
+    target[np.arange(2), labels] += 1 - s
+    ref = -(target * logp).sum(1).mean()
+    assert float(cross_entropy(jnp.asarray(logits), jnp.asarray(labels), s)) == pytest.approx(
+        ref, rel=1e-6)
+
+
+def test_adamw_and_unknown_optimizer():
+  tx = make_optimizer(_config(optimizer='adamw', warmup_steps=0))
+  p = {'kernel': jnp.ones(2)}
+  u, _ = tx.update({'kernel': jnp.array([1.0, -2.0])}, tx.init(p), p)
+  np.testing.assert_allclose(u['kernel'], [-0.1, 0.1], rtol=1e-4)  # Adam's first step: sign
+  with pytest.raises(ValueError, match="optimizer must be 'sgd' or 'adamw'"):
+    make_optimizer(_config(optimizer='lamb'))

@@ -1,0 +1,1 @@
+"""Training: optimizer, loss, jitted step, checkpoints and the loop."""

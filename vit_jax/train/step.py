@@ -1,0 +1,75 @@
+"""The jitted training step: forward, loss, gradients (accumulated), update.
+
+State is a plain dict: `step`, `params`, `opt_state`, `rng`, `bad_step`
+(the first step whose loss or gradients were not finite, else -1). A
+non-finite step leaves parameters and optimizer state untouched, so nothing
+bad can reach a checkpoint; the host stops the run when it sees bad_step.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+
+from vit_jax.train.losses import cross_entropy
+
+
+def init_state(model: nn.Module, tx: optax.GradientTransformation, image_size: int,
+               seed: int, params: Any = None) -> dict:
+  """Fresh state; `params` (e.g. pretrained) replace the random init."""
+  rng = jax.random.PRNGKey(seed)
+  init_rng, train_rng = jax.random.split(rng)
+  if params is None:
+    params = model.init(init_rng, jnp.zeros((1, image_size, image_size, 3)))['params']
+  return {'step': jnp.zeros((), jnp.int32), 'params': params, 'opt_state': tx.init(params),
+          'rng': train_rng, 'bad_step': jnp.full((), -1, jnp.int32)}
+
+
+def make_train_step(model: nn.Module, tx: optax.GradientTransformation,
+                    lr_fn: Callable, mean: Sequence[float], std: Sequence[float],
+                    label_smoothing: float = 0.0, accum_steps: int = 1) -> Callable:
+  """(state, images uint8 NHWC, labels) -> (state, metrics); not yet jitted."""
+  mean, std = jnp.asarray(mean, jnp.float32), jnp.asarray(std, jnp.float32)
+
+  def loss_fn(params, images, labels, rng):
+    x = (images.astype(jnp.float32) / 255.0 - mean) / std
+    logits = model.apply({'params': params}, x, train=True, rngs={'dropout': rng})
+    return cross_entropy(logits, labels, label_smoothing)
+
+  grad_fn = jax.value_and_grad(loss_fn)
+
+  def step(state, images, labels):
+    rng = jax.random.fold_in(state['rng'], state['step'])
+    if accum_steps == 1:
+      loss, grads = grad_fn(state['params'], images, labels, rng)
+    else:
+      # micro-batch k takes rows k, k + accum, ...: every device keeps its own rows
+      split = lambda a: jnp.moveaxis(  # noqa: E731
+          a.reshape((a.shape[0] // accum_steps, accum_steps) + a.shape[1:]), 1, 0)
+
+      def micro(carry, xs):
+        loss, grads = grad_fn(state['params'], xs[0], xs[1], jax.random.fold_in(rng, xs[2]))
+        return jax.tree.map(jnp.add, carry, (loss, grads)), None
+      zeros = (jnp.zeros(()), jax.tree.map(jnp.zeros_like, state['params']))
+      (loss, grads), _ = jax.lax.scan(
+          micro, zeros, (split(images), split(labels), jnp.arange(accum_steps)))
+      loss, grads = jax.tree.map(lambda g: g / accum_steps, (loss, grads))
+    grad_norm = optax.global_norm(grads)
+    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+    updates, opt_state = tx.update(grads, state['opt_state'], state['params'])
+    params = optax.apply_updates(state['params'], updates)
+    keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)  # noqa: E731
+    new_state = {
+        'step': state['step'] + 1,
+        'params': keep(params, state['params']),
+        'opt_state': keep(opt_state, state['opt_state']),
+        'rng': state['rng'],
+        'bad_step': jnp.where((state['bad_step'] < 0) & ~finite, state['step'],
+                              state['bad_step']),
+    }
+    metrics = {'loss': loss, 'grad_norm': grad_norm, 'lr': lr_fn(state['step'])}
+    return new_state, metrics
+  return step

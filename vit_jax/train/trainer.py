@@ -1,0 +1,172 @@
+"""The training loop, in explicit sections like big_vision's train.py.
+
+Model and data config -> mesh and shardings from the abstract state ->
+restore or initialise (jit with out_shardings) -> jitted, donating step ->
+loop: log, evaluate, checkpoint, and stop cleanly on SIGTERM or a
+non-finite step.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import time
+from typing import Optional
+
+import jax
+import ml_collections
+import numpy as np
+from jax.experimental import multihost_utils
+
+from vit_jax import parallel, registry
+from vit_jax.data.sources import DatasetError, open_source
+from vit_jax.data.train_pipeline import train_batches
+from vit_jax.progress import Progress
+from vit_jax.train.checkpointing import Checkpointer
+from vit_jax.train.metrics import MetricsWriter
+from vit_jax.train.optim import make_optimizer, schedule
+from vit_jax.train.step import init_state, make_train_step
+
+FAULT_ENV = 'VIT_JAX_FAULT'  # tests: 'step:N' or 'save:N' SIGKILLs the process there
+
+
+class NonFiniteError(RuntimeError):
+  """The loss or the gradients stopped being finite."""
+
+
+class _Preemption:
+  """SIGTERM sets a flag; the loop saves at the next step boundary."""
+
+  def __init__(self):
+    self.requested = False
+    self._previous = signal.signal(signal.SIGTERM, self._handle)
+
+  def _handle(self, *_):
+    self.requested = True
+
+  def agreed(self) -> bool:
+    if jax.process_count() == 1:
+      return self.requested
+    return bool(multihost_utils.process_allgather(np.int32(self.requested)).any())
+
+  def restore(self) -> None:
+    signal.signal(signal.SIGTERM, self._previous)
+
+
+def _fault(kind: str, step: int) -> None:
+  if os.environ.get(FAULT_ENV) == f'{kind}:{step}':
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def model_config(config: ml_collections.ConfigDict):
+  """The model config (and pretrained params, if any) a training config asks for."""
+  overrides = dict(config.model_overrides)
+  overrides.update(image_size=config.image_size, dtype=config.dtype)
+  if config.pretrained:
+    from vit_jax.checkpoints import load_params
+    return load_params(config.pretrained, config.model, log=print, **overrides)
+  return registry.get_model_config(config.model, **overrides), None
+
+
+def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
+  """Train until `total_steps` (or preemption); returns the last metrics."""
+  # --- Model, data and optimizer ---
+  mcfg, pretrained = model_config(config)
+  model = registry.module_from_config(mcfg)
+  source = open_source(config.dataset, config.data_dir)
+  if source.num_classes > mcfg.num_classes:
+    raise DatasetError(f'{config.dataset} has {source.num_classes} classes but the model '
+                       f'{mcfg.num_classes}; set model_overrides.num_classes')
+  mesh = parallel.make_mesh(config.fsdp)
+  local_batch = parallel.check_batch_size(config.batch_size)
+  if config.batch_size % (jax.device_count() * config.accum_steps):
+    raise ValueError(f'batch_size={config.batch_size} must be divisible by the device count '
+                     f'({jax.device_count()}) times accum_steps ({config.accum_steps})')
+  tx = make_optimizer(config)
+  lr_fn = schedule(config.lr, config.warmup_steps, config.total_steps)
+
+  # --- State: shapes first, then shardings, then restore or initialise ---
+  init = lambda p: init_state(model, tx, config.image_size, config.seed, p)  # noqa: E731
+  abstract = jax.eval_shape(init, pretrained)
+  shardings = parallel.param_shardings(mesh, abstract)
+  abstract = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+                          abstract, shardings)
+  ckpt = Checkpointer(workdir, config.keep_checkpoints)
+  start = ckpt.latest_step()
+  writer = MetricsWriter(workdir, start)
+  if start is not None:
+    state = ckpt.restore(start, abstract)
+    print(f'resumed from {workdir} at step {start}')
+  else:
+    state = jax.jit(init, out_shardings=shardings)(pretrained)
+    start = 0
+
+  # --- The step ---
+  batch_sh = parallel.batch_sharding(mesh)
+  step_fn = jax.jit(
+      make_train_step(model, tx, lr_fn, mcfg.mean, mcfg.std, config.label_smoothing,
+                      config.accum_steps),
+      in_shardings=(shardings, batch_sh, batch_sh),
+      out_shardings=(shardings, parallel.replicated(mesh)), donate_argnums=(0,))
+
+  def evaluate_now() -> dict:
+    from vit_jax.evaluate import evaluate
+    out = evaluate(model, state['params'], config.eval_dataset, model_config=mcfg,
+                   batch_size=config.eval_batch_size, mesh=mesh, data_dir=config.data_dir,
+                   workers=config.workers, progress=False)
+    return {'top1': out['top1'], 'top5': out['top5']}
+
+  # --- The loop ---
+  preemption = _Preemption()
+  bar = Progress(config.total_steps - start, 'train')
+  batches = train_batches(source, seed=config.seed, start_step=start,
+                          total_steps=config.total_steps, batch_size=config.batch_size,
+                          image_size=config.image_size, process_index=jax.process_index(),
+                          process_count=jax.process_count(), crop_scale=tuple(config.crop_scale),
+                          flip=config.flip, workers=config.workers)
+  last: dict = {}
+  tick, tick_step = time.perf_counter(), start
+  try:
+    for step in range(start + 1, config.total_steps + 1):
+      _fault('step', step)
+      batch = parallel.global_batch(mesh, next(batches))
+      state, metrics = step_fn(state, batch['image'], batch['label'])
+      bar.update(local_batch * jax.process_count())
+      logging_step = step % config.log_every == 0 or step == config.total_steps
+      evaluating = bool(config.eval_dataset) and (
+          (config.eval_every and step % config.eval_every == 0) or step == config.total_steps)
+      saving = step % config.checkpoint_every == 0 or step == config.total_steps
+      stop = preemption.agreed()
+      if logging_step or evaluating or saving or stop:
+        _check_finite(state)
+      if logging_step or evaluating:
+        now = time.perf_counter()
+        last = {k: float(v) for k, v in jax.device_get(metrics).items()}
+        last['img_per_sec'] = (step - tick_step) * config.batch_size / max(now - tick, 1e-9)
+        if evaluating:
+          last.update(evaluate_now())
+        writer.write(step, last)
+        bar.update(0, steps=0, loss=last['loss'])
+        tick, tick_step = time.perf_counter(), step
+      if saving or stop:
+        ckpt.save(step, state, mcfg)
+        _fault('save', step)
+      if stop:
+        print(f'\nSIGTERM: saved step {step}; exiting')
+        break
+  finally:
+    bar.close()
+    preemption.restore()
+    ckpt.wait()
+    ckpt.close()
+    writer.close()
+  if 'top1' in last:
+    print(f'held-out {config.eval_dataset}: top-1 {100 * last["top1"]:.2f}%  '
+          f'top-5 {100 * last["top5"]:.2f}%')
+  return last
+
+
+def _check_finite(state: dict) -> None:
+  bad = int(jax.device_get(state['bad_step'].addressable_data(0)))
+  if bad >= 0:
+    raise NonFiniteError(f'non-finite loss or gradients at step {bad + 1}; stopped without '
+                         'saving a checkpoint after it (lower lr, or check the data)')

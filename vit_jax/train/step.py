@@ -57,7 +57,7 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation,
       (loss, grads), _ = jax.lax.scan(
           micro, zeros, (split(images), split(labels), jnp.arange(accum_steps)))
       loss, grads = jax.tree.map(lambda g: g / accum_steps, (loss, grads))
-    grad_norm = optax.global_norm(grads)
+    grad_norm = optax.tree.norm(grads)
     finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
     updates, opt_state = tx.update(grads, state['opt_state'], state['params'])
     params = optax.apply_updates(state['params'], updates)

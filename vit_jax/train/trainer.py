@@ -61,6 +61,9 @@ def model_config(config: ml_collections.ConfigDict):
   """The model config (and pretrained params, if any) a training config asks for."""
   overrides = dict(config.model_overrides)
   overrides.update(image_size=config.image_size, dtype=config.dtype)
+  if config.pretrained == '':  # None trains from scratch; '' marks a fine-tuning recipe
+    raise ValueError('this recipe fine-tunes: set --config.pretrained=PATH (any format '
+                     'load_params reads)')
   if config.pretrained:
     from vit_jax.checkpoints import load_params
     return load_params(config.pretrained, config.model, log=print, **overrides)

@@ -1,0 +1,53 @@
+"""The timm card's recipe for each of its seven models.
+
+    python train.py --config=configs/card.py:vit_base_patch16_224 --workdir=DIR
+
+The card gives vit_base_patch16_224's from-scratch ImageNet run (90 epochs,
+batch 4096, lr 0.0008, 10k warmup steps, weight decay 0.03, SGD with
+momentum, cosine, clipping, dropout 0); its 384 and ViT-L entries are the
+fine-tuning runs (batch 512, momentum 0.9, weight decay 0) from the ImageNet-21k
+checkpoints, so those recipes need --config.pretrained. vit_small_patch16_224
+lists only its image size and crop; it gets the from-scratch recipe.
+"""
+from configs.common import base_config
+
+IMAGENET_TRAIN = 1_281_167
+CARD = {
+    'vit_small_patch16_224': dict(image_size=224, crop_pct=0.9, scratch=True),
+    'vit_base_patch16_224': dict(image_size=224, crop_pct=0.9, scratch=True),
+    'vit_base_patch16_384': dict(image_size=384, crop_pct=1.0),
+    'vit_base_patch32_384': dict(image_size=384, crop_pct=1.0),
+    'vit_large_patch16_224': dict(image_size=224, crop_pct=0.9),
+    'vit_large_patch16_384': dict(image_size=384, crop_pct=1.0),
+    'vit_base_resnet50_384': dict(image_size=384, crop_pct=1.0),
+}
+
+
+def get_config(model: str = 'vit_base_patch16_224'):
+  if model not in CARD:
+    raise ValueError(f'configs/card.py:{model}: the card has {sorted(CARD)}')
+  recipe = CARD[model]
+  c = base_config()
+  c.model = model
+  c.model_overrides = {'crop_pct': recipe['crop_pct'], 'dropout_rate': 0.0}
+  c.image_size = recipe['image_size']
+  c.optimizer = 'sgd'
+  c.momentum = 0.9
+  c.grad_clip_norm = 1.0
+  if recipe.get('scratch'):
+    c.batch_size = 4096
+    c.total_steps = 90 * IMAGENET_TRAIN // 4096      # 90 epochs
+    c.warmup_steps = 10_000
+    c.lr = 0.0008
+    c.weight_decay = 0.03
+  else:  # the card's fine-tuning entries: batch 512, no weight decay
+    c.batch_size = 512
+    c.total_steps = 20_000
+    c.warmup_steps = 500
+    c.lr = 0.01
+    c.weight_decay = 0.0
+  c.eval_batch_size = 512
+  c.checkpoint_every = 1000
+  c.eval_every = 2000
+  c.log_every = 100
+  return c

@@ -1,0 +1,56 @@
+"""Kill -9 (twice, once in the middle of a checkpoint save) and SIGTERM:
+the resumed run ends bit-identical to an uninterrupted one."""
+import os
+import signal
+import time
+
+import pytest
+
+from eval_helpers import photo_folder
+from train_helpers import assert_params_equal, final_params, metric_rows, run, start, tiny_args
+
+
+@pytest.fixture(scope='module')
+def reference(tmp_path_factory):
+  tmp = tmp_path_factory.mktemp('resume')
+  data = photo_folder(str(tmp / 'data'), counts=(8, 7, 6))
+  run(tiny_args(tmp / 'straight', data))
+  return tmp, data
+
+
+def test_sigkill_at_a_step_and_during_a_save_then_resume_is_bit_exact(reference):
+  tmp, data = reference
+  work = tmp / 'killed'
+  # 1: killed at step 6 (checkpoint 4 is complete)
+  run(tiny_args(work, data), env={'VIT_JAX_FAULT': 'step:6'}, expect=-signal.SIGKILL)
+  assert sorted(os.listdir(work / 'checkpoints')) == ['4']
+  # 2: resumed at 4, killed right after the asynchronous save of step 8 started
+  out, _ = run(tiny_args(work, data), env={'VIT_JAX_FAULT': 'save:8'}, expect=-signal.SIGKILL)
+  assert 'resumed from' in out and 'at step 4' in out
+  # 3: resumed from the last complete checkpoint and run to the end
+  out, _ = run(tiny_args(work, data))
+  assert 'resumed from' in out
+  assert_params_equal(final_params(work), final_params(tmp / 'straight'))
+  assert metric_rows(work) == metric_rows(tmp / 'straight')
+  assert [r['step'] for r in metric_rows(work)] == list(range(1, 13))
+
+
+def test_sigterm_saves_at_the_next_step_and_exits_zero(reference):
+  tmp, data = reference
+  work = tmp / 'preempted'
+  proc = start(tiny_args(work, data, total_steps=400, checkpoint_every=1000))
+  deadline = time.time() + 120
+  while time.time() < deadline:
+    rows = metric_rows(work) if (work / 'metrics.jsonl').exists() else []
+    if len(rows) >= 3:
+      break
+    time.sleep(0.2)
+  proc.send_signal(signal.SIGTERM)
+  out, err = proc.communicate(timeout=120)
+  assert proc.returncode == 0, err[-2000:]
+  assert 'SIGTERM: saved step' in out
+  saved = int(os.listdir(work / 'checkpoints')[0])
+  assert 3 <= saved < 400
+  out, _ = run(tiny_args(work, data, total_steps=saved + 2, checkpoint_every=1000))
+  assert f'at step {saved}' in out
+  assert [r['step'] for r in metric_rows(work)][-3:] == [saved, saved + 1, saved + 2]

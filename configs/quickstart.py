@@ -19,7 +19,7 @@ def get_config():
   c.image_size = 32
   c.batch_size = 64
   c.eval_batch_size = 128
-  c.total_steps = 1200
+  c.total_steps = 800
   c.warmup_steps = 100
   c.optimizer = 'adamw'
   c.lr = 2e-3

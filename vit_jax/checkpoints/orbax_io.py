@@ -8,7 +8,9 @@ from __future__ import annotations
 import os
 from typing import Any, Optional
 
+import jax
 import ml_collections
+import numpy as np
 import orbax.checkpoint as ocp
 
 from vit_jax import registry
@@ -56,16 +58,23 @@ def checkpoint_dir(path: str) -> str:
 
 
 def read(path: str) -> tuple[dict, Any]:
-  """(model record, nested params of numpy arrays) of a checkpoint dir."""
+  """(model record, nested params of numpy arrays) of a checkpoint dir.
+
+  Restored as host arrays, so a checkpoint written on any device topology
+  (a training run on 8 GPUs, say) reads on this machine."""
   ckpt = checkpoint_dir(path)
   try:
-    with ocp.Checkpointer(ocp.CompositeCheckpointHandler()) as c:
-      out = c.restore(ckpt, ocp.args.Composite(params=ocp.args.StandardRestore(),
-                                               model=ocp.args.JsonRestore()))
+    with ocp.PyTreeCheckpointer() as c:
+      meta = c.metadata(os.path.join(ckpt, 'params')).item_metadata
+      as_numpy = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), meta)
+      params = c.restore(os.path.join(ckpt, 'params'),
+                         args=ocp.args.PyTreeRestore(restore_args=as_numpy))
+    with ocp.Checkpointer(ocp.JsonCheckpointHandler()) as c:
+      record = c.restore(os.path.join(ckpt, 'model'))
   except (FileNotFoundError, ValueError, KeyError) as e:
     raise CheckpointError(f'{ckpt}: unreadable orbax checkpoint ({type(e).__name__}: '
                           f'{str(e).splitlines()[0] if str(e) else ""})') from None
-  return out['model'], out['params']
+  return record, params
 
 
 def write(path: str, params: Any, config: ml_collections.ConfigDict) -> None:

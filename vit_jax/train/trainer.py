@@ -26,7 +26,9 @@ from vit_jax.train.metrics import MetricsWriter
 from vit_jax.train.optim import make_optimizer, schedule
 from vit_jax.train.step import init_state, make_train_step
 
-FAULT_ENV = 'VIT_JAX_FAULT'  # tests: 'step:N' or 'save:N' SIGKILLs the process there
+# Tests: 'step:N' SIGKILLs the process before step N (once earlier saves are
+# durable); 'save:N' right after the asynchronous save of step N has started.
+FAULT_ENV = 'VIT_JAX_FAULT'
 
 
 class NonFiniteError(RuntimeError):
@@ -52,8 +54,10 @@ class _Preemption:
     signal.signal(signal.SIGTERM, self._previous)
 
 
-def _fault(kind: str, step: int) -> None:
+def _fault(kind: str, step: int, before=None) -> None:
   if os.environ.get(FAULT_ENV) == f'{kind}:{step}':
+    if before is not None:
+      before()
     os.kill(os.getpid(), signal.SIGKILL)
 
 
@@ -80,7 +84,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
     raise DatasetError(f'{config.dataset} has {source.num_classes} classes but the model '
                        f'{mcfg.num_classes}; set model_overrides.num_classes')
   mesh = parallel.make_mesh(config.fsdp)
-  local_batch = parallel.check_batch_size(config.batch_size)
+  parallel.check_batch_size(config.batch_size)
   if config.batch_size % (jax.device_count() * config.accum_steps):
     raise ValueError(f'batch_size={config.batch_size} must be divisible by the device count '
                      f'({jax.device_count()}) times accum_steps ({config.accum_steps})')
@@ -127,13 +131,14 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
                           process_count=jax.process_count(), crop_scale=tuple(config.crop_scale),
                           flip=config.flip, workers=config.workers)
   last: dict = {}
+  shown: dict = {}  # the progress bar repeats the last logged loss
   tick, tick_step = time.perf_counter(), start
   try:
     for step in range(start + 1, config.total_steps + 1):
-      _fault('step', step)
+      _fault('step', step, before=ckpt.wait)
       batch = parallel.global_batch(mesh, next(batches))
       state, metrics = step_fn(state, batch['image'], batch['label'])
-      bar.update(local_batch * jax.process_count())
+      bar.update(config.batch_size, **shown)
       logging_step = step % config.log_every == 0 or step == config.total_steps
       evaluating = bool(config.eval_dataset) and (
           (config.eval_every and step % config.eval_every == 0) or step == config.total_steps)
@@ -148,7 +153,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
         if evaluating:
           last.update(evaluate_now())
         writer.write(step, last)
-        bar.update(0, steps=0, loss=last['loss'])
+        shown = {'loss': last['loss']}
         tick, tick_step = time.perf_counter(), step
       if saving or stop:
         ckpt.save(step, state, mcfg)

@@ -16,9 +16,9 @@ from conftest import CARD_MODELS, GOOGLE_TWINS, data_path, google_twin, timm_twi
 
 def _outputs(cfg, params, x):
   """(logits, pre-logits features) of a config's model."""
-  logits = registry.module_from_config(cfg).apply({'params': params}, x)
+  logits = jax.jit(registry.module_from_config(cfg).apply)({'params': params}, x)
   headless = vit_jax.get_model_config(cfg.name, **{**_fields(cfg), 'num_classes': 0})
-  feats = registry.module_from_config(headless).apply(
+  feats = jax.jit(registry.module_from_config(headless).apply)(
       {'params': {k: v for k, v in params.items() if k != 'head'}}, x)
   return np.asarray(logits), np.asarray(feats)
 

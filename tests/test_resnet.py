@@ -37,13 +37,13 @@ def test_stem_output_and_parameter_names():
     def __call__(self, x):
       return resnet.stem(x, stages=(2, 1, 1), group_norm_eps=1e-5, dtype=jnp.float32)
 
-  params = Stem().init(jax.random.PRNGKey(0), x)['params']
+  params = jax.jit(Stem().init)(jax.random.PRNGKey(0), x)['params']
   assert {'conv_root', 'gn_root', 'block1', 'block2', 'block3'} == set(params)
   assert set(params['block1']) == {'unit1', 'unit2'}
   assert set(params['block2']['unit1']) == {'conv1', 'gn1', 'conv2', 'gn2', 'conv3', 'gn3',
                                             'conv_proj', 'gn_proj'}
   assert 'conv_proj' not in params['block1']['unit2']
-  y = Stem().apply({'params': params}, x)
+  y = jax.jit(Stem().apply)({'params': params}, x)
   assert y.shape == (1, 4, 4, 1024)  # /4 by the root, /2 by each later stage
 
 

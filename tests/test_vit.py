@@ -77,9 +77,10 @@ def test_remat_gives_the_same_logits_and_gradients():
   remat = vit_jax.create_model('vit_base_patch16_224', **TINY, remat=True)
   loss = lambda m: lambda p: jnp.sum(m.apply({'params': p}, x, train=True) ** 2)  # noqa: E731
   g0, g1 = jax.jit(jax.grad(loss(model)))(params), jax.jit(jax.grad(loss(remat)))(params)
+  # relative to the gradient's scale: some leaves are all cancellation noise
+  scale = max(float(jnp.abs(b).max()) for b in jax.tree.leaves(g1))
   for a, b in zip(jax.tree.leaves(g0), jax.tree.leaves(g1)):
-    # relative to each leaf's scale: near-zero entries are sums that cancel
-    assert float(jnp.abs(a - b).max()) <= 1e-4 * float(jnp.abs(b).max())
+    assert float(jnp.abs(a - b).max()) <= 1e-5 * scale
 
 
 def test_global_average_pooling_has_no_class_token():

@@ -83,6 +83,63 @@ def bench_infer(cfg, batch: int, reps: int, warmup: int) -> Result:
   return Result(f'vit_jax {cfg.dtype}', secs, batch, compiled_flops(compiled))
 
 
+def bench_train(cfg, batch: int, reps: int, warmup: int) -> Result:
+  """One SGD-momentum step with clipping (the card's recipe), state donated."""
+  import ml_collections
+  from vit_jax.train.optim import make_optimizer, schedule
+  from vit_jax.train.step import init_state, make_train_step
+  opt = ml_collections.ConfigDict(dict(lr=0.01, warmup_steps=0, total_steps=10 ** 6,
+                                       optimizer='sgd', momentum=0.9, weight_decay=0.0,
+                                       grad_clip_norm=1.0))
+  model = registry.module_from_config(cfg)
+  tx = make_optimizer(opt)
+  state = jax.jit(lambda: init_state(model, tx, cfg.image_size, 0))()
+  step = jax.jit(make_train_step(model, tx, schedule(0.01, 0, 10 ** 6), cfg.mean, cfg.std),
+                 donate_argnums=(0,))
+  images = jnp.zeros((batch, cfg.image_size, cfg.image_size, 3), jnp.uint8)
+  labels = jnp.zeros((batch,), jnp.int32)
+  compiled = step.lower(state, images, labels).compile()
+  holder = [state]
+
+  def run():
+    holder[0], metrics = compiled(holder[0], images, labels)
+    metrics['loss'].block_until_ready()
+  secs = median_seconds(run, reps, warmup)
+  return Result(f'vit_jax train {cfg.dtype}', secs, batch, compiled_flops(compiled))
+
+
+def bench_timm_train(cfg, batch: int, reps: int, warmup: int, flops: Optional[float]
+                     ) -> list[Result]:
+  """The same step in timm: SGD momentum, clipping, eager (and torch.compile)."""
+  import torch
+  from vit_jax.timm_reference import timm_model
+  device = 'cuda' if torch.cuda.is_available() else 'cpu'
+  model = timm_model(cfg).to(device).train()
+  opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+  x = torch.zeros(batch, 3, cfg.image_size, cfg.image_size, device=device)
+  y = torch.zeros(batch, dtype=torch.long, device=device)
+  amp = cfg.dtype == 'bfloat16'
+  sync = torch.cuda.synchronize if device == 'cuda' else (lambda: None)
+
+  def run(m):
+    def step():
+      opt.zero_grad(set_to_none=True)
+      with torch.autocast(device, torch.bfloat16, enabled=amp):
+        loss = torch.nn.functional.cross_entropy(m(x), y)
+      loss.backward()
+      torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+      opt.step()
+      sync()
+    return step
+  out = [Result('timm eager train', median_seconds(run(model), reps, warmup), batch, flops)]
+  try:
+    out.append(Result('timm torch.compile train',
+                      median_seconds(run(torch.compile(model)), reps, warmup + 1), batch, flops))
+  except Exception as e:  # noqa: BLE001 -- report and go on: compile support varies
+    print(f'torch.compile unavailable: {type(e).__name__}: {str(e).splitlines()[0][:100]}')
+  return out
+
+
 def bench_timm(cfg, batch: int, reps: int, warmup: int, flops: Optional[float]
                ) -> list[Result]:
   """timm eager and torch.compile, inference, on the same kind of device."""
@@ -123,7 +180,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   p.add_argument('--model', default='vit_base_patch16_224')
   p.add_argument('--batch', type=int, default=8)
   p.add_argument('--dtype', default='float32', choices=['float32', 'bfloat16'])
-  p.add_argument('--mode', default='infer', choices=['infer'])
+  p.add_argument('--mode', default='infer', choices=['infer', 'train'])
   p.add_argument('--reps', type=int, default=10)
   p.add_argument('--warmup', type=int, default=2)
   p.add_argument('--compare', choices=['timm'], help='also time timm in this run')
@@ -139,12 +196,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         + (f'; datasheet bf16 peak {sheet:.0f} TFLOP/s' if sheet else ''))
   print(f'model {args.model}, mode {args.mode}, batch {args.batch}, dtype {args.dtype}, '
         f'median of {args.reps}')
-  ours = bench_infer(cfg, args.batch, args.reps, args.warmup)
+  bench = bench_infer if args.mode == 'infer' else bench_train
+  ours = bench(cfg, args.batch, args.reps, args.warmup)
   if ours.flops:
     print(f'model FLOPs per image (XLA cost analysis): {ours.flops / args.batch / 1e9:.2f} G')
   results = [ours]
   if args.compare == 'timm':
-    results += bench_timm(cfg, args.batch, args.reps, args.warmup, ours.flops)
+    compare = bench_timm if args.mode == 'infer' else bench_timm_train
+    results += compare(cfg, args.batch, args.reps, args.warmup, ours.flops)
   for r in results:
     print(r.line(peak))
   for r in results[1:]:

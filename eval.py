@@ -10,7 +10,7 @@ import os
 
 from absl import app, logging
 
-from vit_jax.cli import define_config, fail
+from vit_jax.cli import define_config, fail, load_config, parse_flags
 
 _CONFIG = define_config('configs/eval.py', 'evaluation config (ml_collections file)')
 
@@ -57,10 +57,10 @@ def main(argv) -> None:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   logging.set_verbosity(logging.WARNING)  # orbax and jax are chatty at INFO
   try:
-    run(_CONFIG.value)
+    run(load_config(_CONFIG))
   except (ValueError, OSError) as e:  # dataset, checkpoint and config errors
     fail(str(e))
 
 
 if __name__ == '__main__':
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)

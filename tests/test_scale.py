@@ -35,3 +35,18 @@ def test_losses_agree_across_devices_hosts_and_accumulation(tmp_path):
       assert a['loss'] == pytest.approx(b['loss'], rel=1e-5), name
       assert a['grad_norm'] == pytest.approx(b['grad_norm'], rel=1e-4), name
       assert a['lr'] == b['lr']
+
+
+def test_fsdp_sharded_parameters_give_the_same_losses(tmp_path):
+  """Width 128 so that kernels pass the FSDP size threshold and really shard."""
+  data = photo_folder(str(tmp_path / 'data'), counts=(6, 6, 5))
+  wide = ("{'patch_size': 8, 'hidden_size': 128, 'num_layers': 1, 'num_heads': 4, "
+          "'mlp_dim': 256, 'num_classes': 3}")
+  common = dict(total_steps=4, checkpoint_every=100, lr=0.1, model_overrides=wide)
+  run(tiny_args(tmp_path / 'replicated', data, **common), devices=4)
+  run(tiny_args(tmp_path / 'fsdp', data, fsdp=2, **common), devices=4)
+  ref, rows = metric_rows(tmp_path / 'replicated'), metric_rows(tmp_path / 'fsdp')
+  assert len(rows) == len(ref) == 4
+  for a, b in zip(rows, ref):
+    assert a['loss'] == pytest.approx(b['loss'], rel=1e-5)
+    assert a['grad_norm'] == pytest.approx(b['grad_norm'], rel=1e-4)

@@ -77,3 +77,42 @@ def test_shards_cover_every_example_once_with_equal_step_counts(setup, tmp_path,
       assert (b['index'][~b['valid']] == -1).all()
   assert steps == {num_batches(n, batch, hosts)}
   assert sorted(seen) == list(range(n))
+
+
+class _RealLabels:
+  """A folder source with ImageNet-ReaL-style label sets (some empty)."""
+  multi_label = True
+
+  def __init__(self, folder, real):
+    self.folder, self.real = folder, real
+    self.class_names, self.num_classes = folder.class_names, folder.num_classes
+
+  def __len__(self):
+    return len(self.folder)
+
+  def id_of(self, i):
+    return self.folder.id_of(i)
+
+  def __getitem__(self, i):
+    return {**self.folder[i], 'real': self.real[i]}
+
+
+def test_real_multi_label_protocol(setup, tmp_path):
+  """A hit is a prediction among the real labels; images with none are left out."""
+  _, cfg, params = setup
+  folder = open_source('folder:' + photo_folder(str(tmp_path / 'p'), counts=(4, 4, 3)))
+  rs = np.random.RandomState(0)
+  real = [sorted(rs.choice(3, rs.randint(0, 3), replace=False).tolist()) for _ in range(11)]
+  src = _RealLabels(folder, real)
+  x = np.stack([normalize(eval_crop(decode_rgb(folder[i]['image']), 32, cfg.crop_pct),
+                          cfg.mean, cfg.std) for i in range(11)])
+  logits = np.asarray(registry.module_from_config(cfg).apply({'params': params}, x))
+  kept = [i for i in range(11) if real[i]]
+  top = np.argsort(-logits, axis=1)
+  ref_top1 = np.mean([top[i, 0] in real[i] for i in kept])
+  ref_top5 = np.mean([bool(set(top[i, :3]) & set(real[i])) for i in kept])  # 3 classes
+  out = evaluate(registry.module_from_config(cfg), params, src, model_config=cfg,
+                 batch_size=4, progress=False)
+  assert out['num_examples'] == len(kept) < 11
+  assert out['top1'] == pytest.approx(ref_top1) and out['top5'] == pytest.approx(ref_top5)
+  assert 0 < len(kept) and ref_top5 == 1.0

@@ -27,16 +27,26 @@ class UnreadableImageError(DatasetError):
   """An image that cannot be decoded, in strict mode."""
 
 
-def _sums(logits: jax.Array, labels: jax.Array, valid: jax.Array) -> dict:
-  """Masked sums of examples, loss and top-1 / top-5 hits."""
+def _sums(logits: jax.Array, labels: jax.Array, valid: jax.Array,
+          real: Optional[jax.Array] = None) -> dict:
+  """Masked sums of examples, loss and top-1 / top-5 hits.
+
+  With `real` (multi-hot ImageNet ReaL labels) a prediction is a hit when it
+  is among the real labels, and images with none are left out, as in the
+  ReaL protocol; the loss uses the original label.
+  """
   k = min(5, logits.shape[-1])
   logp = jax.nn.log_softmax(logits.astype(jnp.float32))
   nll = -jnp.take_along_axis(logp, labels[:, None], axis=-1)[:, 0]
   topk = jax.lax.top_k(logits, k)[1]
-  hit5 = jnp.any(topk == labels[:, None], axis=-1)
+  if real is None:
+    hits = topk == labels[:, None]
+  else:
+    hits = jnp.take_along_axis(real, topk, axis=-1)
+    valid = valid & real.any(axis=-1)
   w = valid.astype(jnp.float32)
-  return {'count': w.sum(), 'loss': (nll * w).sum(), 'top1': ((topk[:, 0] == labels) * w).sum(),
-          'top5': (hit5 * w).sum()}
+  return {'count': w.sum(), 'loss': (nll * w).sum(), 'top1': (hits[:, 0] * w).sum(),
+          'top5': (hits.any(axis=-1) * w).sum()}
 
 
 def make_eval_step(model: nn.Module, mean: Sequence[float], std: Sequence[float]):
@@ -45,10 +55,10 @@ def make_eval_step(model: nn.Module, mean: Sequence[float], std: Sequence[float]
   mean, std = jnp.asarray(mean, jnp.float32), jnp.asarray(std, jnp.float32)
 
   @jax.jit
-  def step(params, totals, image, label, valid, skipped):
+  def step(params, totals, image, label, valid, skipped, real=None):
     x = (image.astype(jnp.float32) / 255.0 - mean) / std
     logits = model.apply({'params': params}, x, train=False)
-    sums = _sums(logits, label, valid)
+    sums = _sums(logits, label, valid, real)
     sums['skipped'] = skipped.astype(jnp.float32).sum()
     return jax.tree.map(jnp.add, totals, sums), logits
   return step
@@ -93,9 +103,10 @@ def evaluate(model: nn.Module, params: Any, source_or_spec: Any, *,
       log(f'skipping unreadable image {ident}: {err}')
       skipped.append(ident)
     arrays = parallel.global_batch(mesh, {k: batch[k] for k in
-                                          ('image', 'label', 'valid', 'skipped', 'index')})
+                                          ('image', 'label', 'valid', 'skipped', 'index', 'real')
+                                          if k in batch})
     totals, logits = step(params, totals, arrays['image'], arrays['label'], arrays['valid'],
-                          arrays['skipped'])
+                          arrays['skipped'], arrays.get('real'))
     if write_logits:
       kept_logits.append(_to_host(logits))
       kept_index.append(_to_host(arrays['index']))

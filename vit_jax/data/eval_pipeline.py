@@ -30,7 +30,7 @@ def _load(record: dict, index: int, image_size: int, crop_pct: float,
     image = np.zeros((image_size, image_size, 3), np.uint8)
     error = f'corrupt image ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ""})'
   return {'image': image, 'label': record['label'], 'index': index, 'id': record['id'],
-          'error': error}
+          'error': error, 'real': record.get('real')}
 
 
 def num_batches(num_records: int, local_batch: int, process_count: int) -> int:
@@ -45,7 +45,8 @@ def eval_batches(source, *, local_batch: int, image_size: int, crop_pct: float,
   """Yields dicts of host arrays: `image` uint8 (B, S, S, 3), `label` int32,
   `index` int64 (-1 for padding), `valid` bool (a real, decodable example),
   `skipped` bool (a real example whose image could not be decoded), plus
-  `ids` and `errors` (lists of this batch's unreadable files)."""
+  `ids` and `errors` (lists of this batch's unreadable files). A multi-label
+  source (ImageNet ReaL) adds `real`, bool (B, num_classes)."""
   size = len(source)
   indices = range(process_index, size, process_count)
   ds = grain.MapDataset.range(len(indices)).map(
@@ -53,21 +54,28 @@ def eval_batches(source, *, local_batch: int, image_size: int, crop_pct: float,
   ds = ds.batch(local_batch, batch_fn=list)
   it = ds.to_iter_dataset(grain.ReadOptions(num_threads=workers,
                                             prefetch_buffer_size=prefetch or 2 * workers))
+  classes = source.num_classes if getattr(source, 'multi_label', False) else 0
   produced = 0
   for rows in it:
-    yield _collate(rows, local_batch, image_size)
+    yield _collate(rows, local_batch, image_size, classes)
     produced += 1
   for _ in range(num_batches(size, local_batch, process_count) - produced):
-    yield _collate([], local_batch, image_size)
+    yield _collate([], local_batch, image_size, classes)
 
 
-def _collate(rows: list, local_batch: int, image_size: int) -> dict:
+def _collate(rows: list, local_batch: int, image_size: int, multi_label_classes: int) -> dict:
   pad = local_batch - len(rows)
   image = np.zeros((local_batch, image_size, image_size, 3), np.uint8)
   for i, r in enumerate(rows):
     image[i] = r['image']
   ok = [not r['error'] for r in rows]
-  return {
+  extra = {}
+  if multi_label_classes:
+    real = np.zeros((local_batch, multi_label_classes), bool)
+    for i, r in enumerate(rows):
+      real[i, r['real']] = True
+    extra['real'] = real
+  return {**extra,
       'image': image,
       'label': np.array([r['label'] for r in rows] + [0] * pad, np.int32),
       'index': np.array([r['index'] for r in rows] + [-1] * pad, np.int64),

@@ -10,6 +10,8 @@ import dataclasses
 import os
 from typing import Any, Optional, Sequence
 
+import numpy as np
+
 IMAGE_SUFFIXES = ('.jpg', '.jpeg', '.png', '.bmp', '.gif', '.tif', '.tiff', '.webp', '.ppm')
 # Split used when a tfds spec names none.
 DEFAULT_SPLIT = 'validation'
@@ -22,6 +24,7 @@ class DatasetError(ValueError):
 @dataclasses.dataclass
 class FolderSource:
   """One sub-folder per class; sorted class names give the label ids."""
+  multi_label = False
   root: str
   files: list[str]          # paths relative to root, in label-then-name order
   labels: list[int]
@@ -83,7 +86,13 @@ class TfdsSource:
     self._source = tfds.data_source(
         name, split=split, data_dir=data_dir, download=False,
         decoders={'image': tfds.decode.SkipDecoding()})
-    self.class_names = list(builder.info.features['label'].names)
+    features = builder.info.features
+    # imagenet2012_real: the original label plus the ReaL multi-label set
+    self._label_key = next((k for k in ('label', 'original_label') if k in features), None)
+    if self._label_key is None:
+      raise DatasetError(f'TFDS dataset {name} has no label feature; it cannot be evaluated')
+    self.multi_label = 'real_label' in features
+    self.class_names = list(features[self._label_key].names)
     self._name, self._split = name, split
 
   @property
@@ -99,7 +108,10 @@ class TfdsSource:
 
   def __getitem__(self, i: int) -> dict:
     ex = self._source[i]
-    return {'image': ex['image'], 'label': int(ex['label']), 'id': self.id_of(i)}
+    record = {'image': ex['image'], 'label': int(ex[self._label_key]), 'id': self.id_of(i)}
+    if self.multi_label:
+      record['real'] = [int(r) for r in np.asarray(ex['real_label']).reshape(-1)]
+    return record
 
 
 def _not_prepared_message(name: str, data_dir: Any) -> str:

@@ -53,3 +53,17 @@ def test_a_non_finite_step_changes_nothing_and_is_recorded():
   for a, b in zip(jax.tree.leaves(poisoned), jax.tree.leaves(state['params'])):
     np.testing.assert_array_equal(a, b)  # the update was not applied
   assert before['head']['kernel'].shape == (16, 3)
+
+
+def test_the_step_makes_no_host_transfers():
+  """Once state and batch are on the device, the jitted step moves nothing
+  between host and device: no hidden syncs in the loop."""
+  step, state = _setup(1)
+  state = jax.device_put(state)
+  images = jax.device_put(np.zeros((4, 16, 16, 3), np.uint8))
+  labels = jax.device_put(np.zeros(4, np.int32))
+  state, _ = step(state, images, labels)  # compile outside the guard
+  with jax.transfer_guard('disallow'):
+    for _ in range(2):
+      state, metrics = step(state, images, labels)
+  assert int(state['step']) == 3 and np.isfinite(float(metrics['loss']))

@@ -6,7 +6,8 @@
 Preprocessing is the model's eval transform (as eval.py). The attention map
 is the rollout of Abnar & Zuidema (2020): per layer the head-averaged
 attention plus the identity, renormalised, multiplied through the layers;
-the class token's row over the patches, upsampled onto the image.
+the class token's row over the patches, upsampled onto the part of the
+image the eval crop covers (the picture is saved at its own size).
 """
 from __future__ import annotations
 
@@ -30,32 +31,40 @@ def attention_rollout(model, params, x, cfg) -> np.ndarray:
   import jax
   import jax.numpy as jnp
   from vit_jax.checkpoints.adapt import grid_size
-  _, state = model.apply({'params': params}, x, capture_intermediates=lambda m, _: m.name in (
-      'query', 'key'), mutable=['intermediates'])
-  blocks = state['intermediates']['Transformer']
   head_dim = cfg.hidden_size // cfg.num_heads
   scale = cfg.attn_scale if cfg.attn_scale is not None else head_dim ** -0.5
-  rollout = None
-  for i in range(cfg.num_layers):
-    attn = blocks[f'encoderblock_{i}']['MultiHeadDotProductAttention_0']
-    q, k = attn['query']['__call__'][0], attn['key']['__call__'][0]
-    w = jax.nn.softmax(jnp.einsum('bqhd,bkhd->bhqk', q * scale, k), axis=-1).mean(axis=1)
-    w = w + jnp.eye(w.shape[-1])
-    w = w / w.sum(axis=-1, keepdims=True)
-    rollout = w if rollout is None else w @ rollout
+
+  @jax.jit
+  def rollout_of(params, x):
+    _, state = model.apply({'params': params}, x, capture_intermediates=lambda m, _: m.name in (
+        'query', 'key'), mutable=['intermediates'])
+    blocks = state['intermediates']['Transformer']
+    rollout = None
+    for i in range(cfg.num_layers):
+      attn = blocks[f'encoderblock_{i}']['MultiHeadDotProductAttention_0']
+      q, k = attn['query']['__call__'][0], attn['key']['__call__'][0]
+      w = jax.nn.softmax(jnp.einsum('bqhd,bkhd->bhqk', q * scale, k), axis=-1).mean(axis=1)
+      w = w + jnp.eye(w.shape[-1])
+      w = w / w.sum(axis=-1, keepdims=True)
+      rollout = w if rollout is None else w @ rollout
+    return rollout[:, 0, 1:] if cfg.classifier == 'token' else rollout.mean(axis=1)
+
   g = grid_size(cfg)
-  rows = rollout[:, 0, 1:] if cfg.classifier == 'token' else rollout.mean(axis=1)
-  return np.asarray(rows).reshape(-1, g, g)
+  return np.asarray(rollout_of(params, x)).reshape(-1, g, g)
 
 
-def save_overlay(path: str, crop: np.ndarray, heat: np.ndarray) -> None:
-  """The crop with the normalised map blended in as red."""
+def save_overlay(path: str, image, heat: np.ndarray, box: Sequence[float]) -> None:
+  """The original picture with the normalised map, upsampled onto the crop's
+  box, blended in as red; what lies outside the crop stays dim."""
   from PIL import Image
   heat = (heat - heat.min()) / max(float(heat.max() - heat.min()), 1e-12)
-  size = crop.shape[:2][::-1]
-  up = np.asarray(Image.fromarray((heat * 255).astype(np.uint8)).resize(size, Image.BILINEAR),
-                  np.float32) / 255.0
-  out = crop.astype(np.float32) * (0.4 + 0.6 * up[..., None])
+  left, top, right, bottom = (int(round(v)) for v in box)
+  up = Image.fromarray((heat * 255).astype(np.uint8)).resize(
+      (max(right - left, 1), max(bottom - top, 1)), Image.BILINEAR)
+  canvas = Image.new('L', image.size)
+  canvas.paste(up, (left, top))  # clipped where the crop was padded
+  up = np.asarray(canvas, np.float32) / 255.0
+  out = np.asarray(image, np.float32) * (0.4 + 0.6 * up[..., None])
   out[..., 0] = np.maximum(out[..., 0], 255.0 * up * 0.8)
   Image.fromarray(out.clip(0, 255).astype(np.uint8)).save(path)
 
@@ -72,16 +81,16 @@ def predict(images: Sequence[str], checkpoint: str, model_name: Optional[str], t
   import jax
   from vit_jax import registry
   from vit_jax.checkpoints import load_params
-  from vit_jax.data.preprocess import decode_rgb, eval_crop, normalize
+  from vit_jax.data.preprocess import decode_rgb, eval_crop, eval_crop_box, normalize
   cfg, params = load_params(checkpoint, model_name)
   model = registry.module_from_config(cfg)
-  crops = []
+  pictures = []
   for path in images:
     try:
-      crops.append(eval_crop(decode_rgb(path), cfg.image_size, cfg.crop_pct,
-                             cfg.interpolation))
+      pictures.append(decode_rgb(path))
     except (OSError, ValueError) as e:
       raise ValueError(f'{path}: cannot read the image ({type(e).__name__})') from None
+  crops = [eval_crop(p, cfg.image_size, cfg.crop_pct, cfg.interpolation) for p in pictures]
   x = normalize(np.stack(crops), cfg.mean, cfg.std)
   probs = np.asarray(jax.nn.softmax(model.apply({'params': params}, x)))
   names = imagenet_class_names() if cfg.num_classes == 1000 else None
@@ -91,8 +100,9 @@ def predict(images: Sequence[str], checkpoint: str, model_name: Optional[str], t
     results.append([(float(p[c]), names[c] if names else f'class {c}') for c in top])
   if attention_map:
     maps = attention_rollout(model, params, x, cfg)
-    for i, (crop, heat) in enumerate(zip(crops, maps)):
-      save_overlay(map_path(attention_map, i, len(images)), crop, heat)
+    for i, (picture, heat) in enumerate(zip(pictures, maps)):
+      box = eval_crop_box(*picture.size, cfg.image_size, cfg.crop_pct)
+      save_overlay(map_path(attention_map, i, len(images)), picture, heat, box)
   return results
 
 

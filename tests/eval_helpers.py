@@ -42,3 +42,33 @@ def tiny_checkpoint(path: str) -> tuple:
   params['head']['kernel'] = np.random.RandomState(1).randn(32, 3).astype(np.float32)
   save_params(path, params, cfg)
   return cfg, params
+
+
+def tfds_twin(data_dir: str, folder_root: str, name: str = 'vit_jax_test_images') -> str:
+  """The folder's images and labels, in its order, prepared as a TFDS
+  dataset (ArrayRecord, split `validation`) under `data_dir`; no TF needed."""
+  import io
+  import tensorflow_datasets as tfds
+  from vit_jax.data.sources import open_source
+  folder = open_source(f'folder:{folder_root}')
+  dataset_name = name
+
+  class Builder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+    VERSION = tfds.core.Version('1.0.0')
+    name = dataset_name
+
+    def _info(self):
+      return tfds.core.DatasetInfo(builder=self, features=tfds.features.FeaturesDict({
+          'image': tfds.features.Image(),
+          'label': tfds.features.ClassLabel(names=folder.class_names)}))
+
+    def _split_generators(self, dl_manager):
+      return {'validation': self._generate_examples()}
+
+    def _generate_examples(self):
+      for i in range(len(folder)):
+        r = folder[i]
+        yield i, {'image': io.BytesIO(r['image']), 'label': r['label']}
+
+  Builder(data_dir=data_dir, file_format='array_record').download_and_prepare()
+  return name

@@ -36,7 +36,8 @@ def _free_port():
 @pytest.fixture(scope='module')
 def setup(tmp_path_factory):
   tmp = tmp_path_factory.mktemp('evalcli')
-  root = photo_folder(str(tmp / 'photos'), counts=(5, 4, 4))  # N = 13
+  # N = 13 readable images and one corrupt file, which process 1 of 2 reads
+  root = photo_folder(str(tmp / 'photos'), counts=(5, 4, 4), corrupt=True)
   tiny_checkpoint(str(tmp / 'ckpt'))
   return tmp, root
 
@@ -61,11 +62,20 @@ def test_same_counts_and_accuracy_on_any_device_and_host_count(setup):
   for p in procs:
     _wait(p)
   runs['2proc'] = tmp / '2proc'
+  port = _free_port()
+  strict = [_eval(_args(tmp, root, tmp / 'strict', 4) + [
+      f'--config.coordinator_address=127.0.0.1:{port}', '--config.num_processes=2',
+      f'--config.process_id={i}', '--config.strict=True'], devices=2) for i in range(2)]
+  for p in strict:  # both hosts stop, and both name the file only host 1 read
+    _, err = p.communicate(timeout=240)
+    assert p.returncode == 1 and 'Traceback' not in err, err[-2000:]
+    assert 'error: cannot decode image class_1/broken.jpg' in err
   metrics = {k: json.load(open(v / 'metrics.json')) for k, v in runs.items()}
   logits = {k: np.load(v / 'logits.npz') for k, v in runs.items()}
   base = metrics['1dev']
   for name, m in metrics.items():
     assert m['num_examples'] == 13, name
+    assert m['num_skipped'] == 1 and m['skipped'] == ['class_1/broken.jpg'], name
     assert (m['top1'], m['top5']) == (base['top1'], base['top5']), name
     assert m['loss'] == pytest.approx(base['loss'], rel=1e-5)
     l = logits[name]

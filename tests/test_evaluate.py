@@ -1,4 +1,6 @@
 """The evaluation core against a direct computation, on real photos."""
+import os
+
 import numpy as np
 import pytest
 
@@ -7,7 +9,7 @@ from vit_jax.data.eval_pipeline import eval_batches, num_batches
 from vit_jax.data.preprocess import decode_rgb, eval_crop, normalize
 from vit_jax.data.sources import open_source
 from vit_jax.evaluate import UnreadableImageError, evaluate
-from eval_helpers import photo_folder, tiny_checkpoint
+from eval_helpers import photo_folder, tfds_twin, tiny_checkpoint
 
 
 @pytest.fixture(scope='module')
@@ -116,3 +118,43 @@ def test_real_multi_label_protocol(setup, tmp_path):
   assert out['num_examples'] == len(kept) < 11
   assert out['top1'] == pytest.approx(ref_top1) and out['top5'] == pytest.approx(ref_top5)
   assert 0 < len(kept) and ref_top5 == 1.0
+
+
+def test_a_tfds_split_gives_the_folder_s_results(setup, tmp_path):
+  """The same images through tfds.data_source: same logits per image, same metrics."""
+  root, cfg, params = setup
+  logits, labels, ids = _reference(root, cfg, params)
+  name = tfds_twin(str(tmp_path / 'tfds'), root)
+  out = evaluate(registry.module_from_config(cfg), params, f'tfds:{name}:validation',
+                 model_config=cfg, batch_size=4, data_dir=str(tmp_path / 'tfds'),
+                 write_logits=True, progress=False, log=lambda m: None)
+  assert out['num_examples'] == 13 and out['num_skipped'] == 1
+  assert (out['top1'], out['top5']) == _metrics(logits, labels)[:2]
+  folder, tfds_src = open_source(f'folder:{root}'), open_source(f'tfds:{name}',
+                                                                data_dir=str(tmp_path / 'tfds'))
+  folder_id = {folder[i]['image']: folder[i]['id'] for i in range(len(folder))}
+  assert out['skipped'] == [tfds_src.id_of(i) for i in range(len(tfds_src))
+                            if folder_id[tfds_src[i]['image']] == 'class_1/broken.jpg']
+  indices = [int(i.rsplit('/', 1)[1]) for i in out['ids']]
+  assert indices == sorted(indices) and list(out['ids']) == [tfds_src.id_of(i) for i in indices]
+  row = {ident: r for r, ident in enumerate(ids)}
+  order = [row[folder_id[tfds_src[i]['image']]] for i in indices]
+  np.testing.assert_allclose(out['logits'], logits[order], atol=1e-5)
+  np.testing.assert_array_equal(out['labels'], labels[order])
+
+
+def test_missing_and_truncated_files_are_skipped_by_name(setup, tmp_path):
+  _, cfg, params = setup
+  root = photo_folder(str(tmp_path / 'p'), counts=(3, 3))
+  os.symlink(str(tmp_path / 'nowhere.png'), str(tmp_path / 'p' / 'class_0' / 'gone.png'))
+  with open(os.path.join(root, 'class_1', '1.jpg'), 'rb') as f:
+    head = f.read(600)
+  with open(os.path.join(root, 'class_1', 'cut.jpg'), 'wb') as f:
+    f.write(head)  # a JPEG cut off after its headers
+  logged = []
+  out = evaluate(registry.module_from_config(cfg), params, f'folder:{root}', model_config=cfg,
+                 batch_size=4, progress=False, log=logged.append)
+  assert out['num_examples'] == 6 and out['num_skipped'] == 2
+  assert out['skipped'] == ['class_0/gone.png', 'class_1/cut.jpg']
+  assert len(logged) == 2 and 'class_0/gone.png' in logged[0] and 'FileNotFoundError' in logged[0]
+  assert 'class_1/cut.jpg' in logged[1]

@@ -6,7 +6,7 @@ from PIL import Image
 
 import vit_jax
 from vit_jax.checkpoints import save_params
-from vit_jax.data.preprocess import decode_rgb, eval_crop, normalize
+from vit_jax.data.preprocess import decode_rgb, eval_crop, eval_crop_box, normalize
 import predict
 
 
@@ -45,30 +45,45 @@ def test_top5_names_and_probabilities(tiny1k, capsys):
     assert got == sorted(got, reverse=True) and sum(got) <= 1.0
 
 
-def test_attention_map_is_saved_at_the_crop_size(tiny1k):
-  tmp, *_ = tiny1k
+def test_attention_map_is_saved_at_the_image_size_over_the_crop(tiny1k):
+  tmp, cfg, *_ = tiny1k
   out = tmp / 'att.png'
   assert predict.main([str(tmp / 'cat.png'), '--checkpoint', str(tmp / 'ckpt'),
                        '--attention_map', str(out)]) == 0
-  img = Image.open(out)
-  assert img.size == (64, 64) and img.mode == 'RGB'
+  picture = np.asarray(Image.open(tmp / 'cat.png'), np.float32)
+  saved = np.asarray(Image.open(out), np.float32)
+  assert saved.shape == picture.shape == (300, 451, 3)
+  # resized to 106 x 71, the 64 x 64 crop at (21, 4): x 21 * 451 / 106 = 89.4
+  # to 85 * 451 / 106 = 361.6, y 4 * 300 / 71 = 16.9 to 68 * 300 / 71 = 287.3
+  left, top, right, bottom = eval_crop_box(451, 300, cfg.image_size, cfg.crop_pct)
+  assert (round(left), round(right), round(top), round(bottom)) == (89, 362, 17, 287)
+  for outside in (np.s_[:, :88], np.s_[:, 363:], np.s_[:16]):
+    np.testing.assert_allclose(saved[outside], np.floor(picture[outside] * 0.4), atol=1)
+  gain = saved[18:286, 90:361].sum(-1) / (picture[18:286, 90:361].sum(-1) + 1e-6)
+  assert gain.max() > 0.95 and gain.min() < 0.6  # the map varies over the crop
 
 
-def test_rollout_of_uniform_attention_is_uniform_and_matches_the_formula(tiny1k):
+@pytest.mark.parametrize('name, grid', [('vit_base_patch16_224', 4),
+                                         ('vit_base_resnet50_384', 2)])
+def test_rollout_of_uniform_attention_is_uniform_and_matches_the_formula(name, grid):
   """Zero key projections make every attention row uniform (1/T); the rollout
-  is then ((U + I) / 2) ** L, whose class row over the patches is flat."""
-  _, cfg, model, params = tiny1k
-  flat = jax.tree.map(np.array, params)
+  is then ((U + I) / 2) ** L, whose class row over the patches is flat. The
+  hybrid's grid comes from its stem's stride (16)."""
+  cfg = vit_jax.get_model_config(name, image_size=32 * grid // 2 if grid == 2 else 64,
+                                 hidden_size=32, num_layers=2, num_heads=2, mlp_dim=64,
+                                 num_classes=5, **({'resnet': (1, 1, 1)} if grid == 2 else {}))
+  model = vit_jax.registry.module_from_config(cfg)
+  x = np.random.RandomState(0).randn(2, cfg.image_size, cfg.image_size, 3).astype(np.float32)
+  flat = jax.tree.map(np.array, jax.jit(model.init)(jax.random.PRNGKey(0), x[:1])['params'])
   for i in range(cfg.num_layers):
     key = flat['Transformer'][f'encoderblock_{i}']['MultiHeadDotProductAttention_0']['key']
     key['kernel'][:] = 0
     key['bias'][:] = 0
-  x = np.random.RandomState(0).randn(2, 64, 64, 3).astype(np.float32)
   maps = predict.attention_rollout(model, flat, x, cfg)
-  t = 1 + 16
+  t = 1 + grid * grid
   a = (np.full((t, t), 1 / t) + np.eye(t)) / 2
-  expected = np.linalg.matrix_power(a, cfg.num_layers)[0, 1:].reshape(4, 4)
-  assert maps.shape == (2, 4, 4)
+  expected = np.linalg.matrix_power(a, cfg.num_layers)[0, 1:].reshape(grid, grid)
+  assert maps.shape == (2, grid, grid)
   np.testing.assert_allclose(maps[0], expected, rtol=1e-5)
   np.testing.assert_allclose(maps[1], expected, rtol=1e-5)
 

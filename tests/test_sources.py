@@ -1,10 +1,11 @@
 """Folder and TFDS sources: ordering, labels and one-line errors."""
+import json
 import os
 
 import pytest
 
 from vit_jax.data.sources import DatasetError, open_source
-from eval_helpers import photo_folder
+from eval_helpers import photo_folder, tfds_twin
 
 
 def test_folder_labels_follow_sorted_class_names(tmp_path):
@@ -43,3 +44,37 @@ def test_unprepared_imagenet_says_what_to_download(tmp_path):
   msg = str(e.value)
   assert 'ILSVRC2012_img_val.tar' in msg and 'tfds build imagenet2012' in msg
   assert f'--data_dir={tmp_path}' in msg and '--manual_dir' in msg
+
+
+def test_tfds_source_gives_encoded_images_labels_and_ids(tmp_path):
+  root = photo_folder(str(tmp_path / 'p'), counts=(2, 3))
+  data_dir = str(tmp_path / 'tfds')
+  name = tfds_twin(data_dir, root)
+  folder = open_source(f'folder:{root}')
+  label_of = {folder[i]['image']: folder[i]['label'] for i in range(len(folder))}
+  src = open_source(f'tfds:{name}', data_dir=data_dir)  # the default split: validation
+  assert len(src) == 5 and src.class_names == ['class_0', 'class_1'] and src.num_classes == 2
+  records = [src[i] for i in range(5)]
+  assert {r['image'] for r in records} == set(label_of)  # the encoded bytes, undecoded
+  for i, r in enumerate(records):
+    assert r['label'] == label_of[r['image']]
+    assert r['id'] == src.id_of(i) == f'{name}/validation/{i}'
+  part = open_source(f'tfds:{name}:validation[1:3]', data_dir=data_dir)
+  assert len(part) == 2 and part[0]['image'] == records[1]['image']
+
+
+def test_tfds_bad_split_and_tfrecord_format_are_one_line_errors(tmp_path):
+  data_dir = str(tmp_path / 'tfds')
+  name = tfds_twin(data_dir, photo_folder(str(tmp_path / 'p'), counts=(1, 1)))
+  with pytest.raises(DatasetError, match="Unknown split 'train'") as e:
+    open_source(f'tfds:{name}:train', data_dir=data_dir)
+  assert '\n' not in str(e.value)
+  info = os.path.join(data_dir, name, '1.0.0', 'dataset_info.json')
+  with open(info) as f:
+    meta = json.load(f)
+  meta['fileFormat'] = 'tfrecord'  # as `tfds build` writes by default
+  with open(info, 'w') as f:
+    json.dump(meta, f)
+  with pytest.raises(DatasetError, match='--file_format=array_record') as e:
+    open_source(f'tfds:{name}', data_dir=data_dir)
+  assert '\n' not in str(e.value) and 'not in ArrayRecord format' in str(e.value)

@@ -71,6 +71,28 @@ def _to_host(x: jax.Array) -> np.ndarray:
   return np.asarray(multihost_utils.process_allgather(x, tiled=True))
 
 
+def _all_hosts(local: list[int]) -> list[int]:
+  """The sorted union of every process's dataset indices (e.g. of unreadable
+  images, which only the process that read them knows)."""
+  if jax.process_count() == 1:
+    return sorted(local)
+  counts = np.asarray(multihost_utils.process_allgather(np.int32(len(local))))
+  if counts.max() == 0:
+    return []
+  padded = np.full(int(counts.max()), -1, np.int32)
+  padded[:len(local)] = local
+  every = np.asarray(multihost_utils.process_allgather(padded))
+  return sorted(int(i) for i in every.ravel() if i >= 0)
+
+
+def _strict_failure(source, local: dict[int, str]) -> UnreadableImageError:
+  """The first unreadable image of any host, named the same on every host."""
+  first = _all_hosts(list(local))[0]
+  reason = local.get(first, 'read by another host, see its log')
+  return UnreadableImageError(f'cannot decode image {source.id_of(first)}: {reason} '
+                              '(strict mode)')
+
+
 def evaluate(model: nn.Module, params: Any, source_or_spec: Any, *,
              model_config: ml_collections.ConfigDict, batch_size: int,
              mesh: Optional[Mesh] = None, data_dir: Optional[str] = None,
@@ -90,23 +112,26 @@ def evaluate(model: nn.Module, params: Any, source_or_spec: Any, *,
   totals = {k: jnp.zeros((), jnp.float32) for k in ('count', 'loss', 'top1', 'top5', 'skipped')}
   steps = num_batches(len(source), local_batch, jax.process_count())
   bar = Progress(steps, 'eval', enabled=progress)
-  kept_logits, kept_index, kept_labels, kept_valid, skipped = [], [], [], [], []
+  kept_logits, kept_index, kept_labels, kept_valid = [], [], [], []
+  unreadable: dict[int, str] = {}  # this host's: dataset index -> why
   for batch in eval_batches(source, local_batch=local_batch,
                             image_size=model_config.image_size,
                             crop_pct=model_config.crop_pct,
                             interpolation=model_config.interpolation,
                             process_index=jax.process_index(),
                             process_count=jax.process_count(), workers=workers):
-    for ident, err in batch['errors']:
-      if strict:
-        raise UnreadableImageError(f'cannot decode image {ident}: {err} (strict mode)')
-      log(f'skipping unreadable image {ident}: {err}')
-      skipped.append(ident)
+    for index, (ident, err) in zip(batch['index'][batch['skipped']], batch['errors']):
+      unreadable[int(index)] = err
+      if not strict:
+        log(f'skipping unreadable image {ident}: {err}')
     arrays = parallel.global_batch(mesh, {k: batch[k] for k in
                                           ('image', 'label', 'valid', 'skipped', 'index', 'real')
                                           if k in batch})
     totals, logits = step(params, totals, arrays['image'], arrays['label'], arrays['valid'],
                           arrays['skipped'], arrays.get('real'))
+    # strict: stop on every host together, at the first step any host skipped
+    if strict and float(totals['skipped'].addressable_data(0)) > 0:
+      raise _strict_failure(source, unreadable)
     if write_logits:
       kept_logits.append(_to_host(logits))
       kept_index.append(_to_host(arrays['index']))
@@ -119,7 +144,8 @@ def evaluate(model: nn.Module, params: Any, source_or_spec: Any, *,
   n = int(round(t['count']))
   out = {'top1': t['top1'] / max(n, 1), 'top5': t['top5'] / max(n, 1),
          'loss': t['loss'] / max(n, 1), 'num_examples': n,
-         'num_skipped': int(round(t['skipped'])), 'skipped': skipped}
+         'num_skipped': int(round(t['skipped'])),
+         'skipped': [source.id_of(i) for i in _all_hosts(list(unreadable))]}
   if write_logits:
     index = np.concatenate(kept_index)
     keep = np.concatenate(kept_valid)  # evaluated rows: no padding, no skipped image

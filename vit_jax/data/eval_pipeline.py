@@ -18,19 +18,28 @@ from PIL import UnidentifiedImageError
 from vit_jax.data.preprocess import decode_rgb, eval_crop
 
 
-def _load(record: dict, index: int, image_size: int, crop_pct: float,
-          interpolation: str) -> dict:
-  """Decode and crop one record; a bad image becomes a flagged blank."""
+def _load(source, index: int, image_size: int, crop_pct: float, interpolation: str) -> dict:
+  """Read, decode and crop one record; a file that cannot be read or decoded
+  becomes a flagged blank, so one bad file neither stops nor skews the run."""
+  record = {'label': 0, 'id': source.id_of(index), 'real': []}
   try:
+    record = source[index]
     image = eval_crop(decode_rgb(record['image']), image_size, crop_pct, interpolation)
     error = ''
   except UnidentifiedImageError:
     image, error = np.zeros((image_size, image_size, 3), np.uint8), 'not an image PIL can read'
+  except OSError as e:  # a missing, unreadable or truncated file
+    image = np.zeros((image_size, image_size, 3), np.uint8)
+    error = f'cannot read it ({type(e).__name__}: {e.strerror or _first_line(e)})'
   except Exception as e:  # noqa: BLE001 -- PIL raises many types for corrupt files
     image = np.zeros((image_size, image_size, 3), np.uint8)
-    error = f'corrupt image ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ""})'
+    error = f'corrupt image ({type(e).__name__}: {_first_line(e)})'
   return {'image': image, 'label': record['label'], 'index': index, 'id': record['id'],
           'error': error, 'real': record.get('real')}
+
+
+def _first_line(e: Exception) -> str:
+  return str(e).splitlines()[0] if str(e) else ''
 
 
 def num_batches(num_records: int, local_batch: int, process_count: int) -> int:
@@ -50,7 +59,7 @@ def eval_batches(source, *, local_batch: int, image_size: int, crop_pct: float,
   size = len(source)
   indices = range(process_index, size, process_count)
   ds = grain.MapDataset.range(len(indices)).map(
-      lambda i: _load(source[indices[i]], indices[i], image_size, crop_pct, interpolation))
+      lambda i: _load(source, indices[i], image_size, crop_pct, interpolation))
   ds = ds.batch(local_batch, batch_fn=list)
   it = ds.to_iter_dataset(grain.ReadOptions(num_threads=workers,
                                             prefetch_buffer_size=prefetch or 2 * workers))

@@ -26,16 +26,28 @@ def decode_rgb(data: Union[bytes, str]) -> Image.Image:
   return img.convert('RGB')
 
 
+def shorter_side_size(w: int, h: int, size: int) -> tuple[int, int]:
+  """torchvision's Resize(int) output (w, h): short side `size`, long side truncated."""
+  short, long = (w, h) if w <= h else (h, w)
+  new_short, new_long = size, int(size * long / short)
+  return (new_short, new_long) if w <= h else (new_long, new_short)
+
+
 def resize_shorter_side(img: Image.Image, size: int, interpolation: str = 'bicubic'
                         ) -> Image.Image:
   """torchvision's Resize(int): short side to `size`, long side truncated."""
-  w, h = img.size
-  short, long = (w, h) if w <= h else (h, w)
-  new_short, new_long = size, int(size * long / short)
-  new_w, new_h = (new_short, new_long) if w <= h else (new_long, new_short)
-  if (new_w, new_h) == (w, h):
+  new_size = shorter_side_size(*img.size, size)
+  if new_size == img.size:
     return img
-  return img.resize((new_w, new_h), _INTERPOLATION[interpolation])
+  return img.resize(new_size, _INTERPOLATION[interpolation])
+
+
+def center_offsets(w: int, h: int, size: int) -> tuple[int, int]:
+  """(left, top) of torchvision's CenterCrop in the image: rounded half to
+  even, as Python does; negative where it pads a side shorter than `size`."""
+  def offset(n: int) -> int:
+    return int(round((n - size) / 2.0)) if n >= size else -((size - n) // 2)
+  return offset(w), offset(h)
 
 
 def center_crop(img: Image.Image, size: int) -> Image.Image:
@@ -45,7 +57,7 @@ def center_crop(img: Image.Image, size: int) -> Image.Image:
     canvas = Image.new('RGB', (max(w, size), max(h, size)))
     canvas.paste(img, ((max(w, size) - w) // 2, (max(h, size) - h) // 2))
     img, (w, h) = canvas, canvas.size
-  top, left = int(round((h - size) / 2.0)), int(round((w - size) / 2.0))
+  left, top = center_offsets(w, h, size)
   return img.crop((left, top, left + size, top + size))
 
 
@@ -55,6 +67,16 @@ def eval_crop(img: Image.Image, image_size: int, crop_pct: float,
   scale = math.floor(image_size / crop_pct)
   return np.asarray(center_crop(resize_shorter_side(img, scale, interpolation), image_size),
                     np.uint8)
+
+
+def eval_crop_box(w: int, h: int, image_size: int, crop_pct: float
+                  ) -> tuple[float, float, float, float]:
+  """(left, top, right, bottom) of the eval crop in the original image's
+  pixels: where a map over the crop belongs on the uncropped picture."""
+  new_w, new_h = shorter_side_size(w, h, math.floor(image_size / crop_pct))
+  left, top = center_offsets(new_w, new_h, image_size)
+  sx, sy = new_w / w, new_h / h
+  return left / sx, top / sy, (left + image_size) / sx, (top + image_size) / sy
 
 
 def normalize(images: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:

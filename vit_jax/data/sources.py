@@ -83,9 +83,16 @@ class TfdsSource:
       raise DatasetError(f'unknown TFDS dataset {name!r}: {str(e).splitlines()[0]}') from None
     if not builder.is_prepared():
       raise DatasetError(_not_prepared_message(name, data_dir or tfds.core.constants.DATA_DIR))
-    self._source = tfds.data_source(
-        name, split=split, data_dir=data_dir, download=False,
-        decoders={'image': tfds.decode.SkipDecoding()})
+    try:
+      self._source = builder.as_data_source(split=split,
+                                            decoders={'image': tfds.decode.SkipDecoding()})
+    except NotImplementedError:  # prepared, but as TFRecord: no random access
+      raise DatasetError(
+          f'TFDS dataset {name} under {builder.data_dir} is not in ArrayRecord format; '
+          f'rebuild it with `tfds build {name} --file_format=array_record`') from None
+    except ValueError as e:  # an unknown split, or a bad slice of one
+      raise DatasetError(f'TFDS dataset {name}: {str(e).splitlines()[0]} '
+                         f'(spec: tfds:{name}:SPLIT)') from None
     features = builder.info.features
     # imagenet2012_real: the original label plus the ReaL multi-label set
     self._label_key = next((k for k in ('label', 'original_label') if k in features), None)

@@ -17,6 +17,7 @@ from vit_jax import registry
 from vit_jax.checkpoints.errors import CheckpointError
 
 FORMAT = 'vit_jax'
+DATA_FILE_BYTES = 32 << 20  # see write()
 
 
 def model_record(config: ml_collections.ConfigDict) -> dict:
@@ -78,7 +79,20 @@ def read(path: str) -> tuple[dict, Any]:
 
 
 def write(path: str, params: Any, config: ml_collections.ConfigDict) -> None:
-  """Write atomically: orbax commits by renaming a finished temporary dir."""
-  with ocp.Checkpointer(ocp.CompositeCheckpointHandler()) as c:
+  """Write atomically: orbax commits by renaming a finished temporary dir.
+
+  Two orbax defaults each kept about the checkpoint's size resident on top of
+  the arrays: the numpy handler deep-copies every array up front (a guard
+  against the caller changing it during an asynchronous save; this save returns
+  only when done), and OCDBT buffers encoded data until a 2 GiB data file is
+  full. So arrays go out uncopied, in data files of about DATA_FILE_BYTES."""
+  arrays = ocp.type_handlers.create_type_handler_registry(  # jax.Array's: orbax looks for it
+      (np.ndarray, ocp.type_handlers.NumpyHandler(deepcopy_host_arrays=False)),
+      (jax.Array, ocp.type_handlers.get_type_handler(jax.Array)))
+  handlers = ocp.DefaultCheckpointHandlerRegistry()
+  handlers.add('params', ocp.args.PyTreeSave,
+               ocp.PyTreeCheckpointHandler(type_handler_registry=arrays))
+  with ocp.Checkpointer(ocp.CompositeCheckpointHandler(handler_registry=handlers)) as c:
     c.save(os.path.abspath(path), ocp.args.Composite(
-        params=ocp.args.StandardSave(params), model=ocp.args.JsonSave(model_record(config))))
+        params=ocp.args.PyTreeSave(params, ocdbt_target_data_file_size=DATA_FILE_BYTES),
+        model=ocp.args.JsonSave(model_record(config))))

@@ -36,15 +36,14 @@ def attention_rollout(model, params, x, cfg) -> np.ndarray:
 
   @jax.jit
   def rollout_of(params, x):
-    _, state = model.apply({'params': params}, x, capture_intermediates=lambda m, _: m.name in (
-        'query', 'key'), mutable=['intermediates'])
+    _, state = model.apply({'params': params}, x, mutable=['intermediates'])
     blocks = state['intermediates']['Transformer']
     rollout = None
     for i in range(cfg.num_layers):
       attn = blocks[f'encoderblock_{i}']['MultiHeadDotProductAttention_0']
-      q, k = attn['query']['__call__'][0], attn['key']['__call__'][0]
+      q, k = attn['queries'][0], attn['keys'][0]  # the last block may have the class token only
       w = jax.nn.softmax(jnp.einsum('bqhd,bkhd->bhqk', q * scale, k), axis=-1).mean(axis=1)
-      w = w + jnp.eye(w.shape[-1])
+      w = w + jnp.eye(w.shape[-1])[:w.shape[-2]]
       w = w / w.sum(axis=-1, keepdims=True)
       rollout = w if rollout is None else w @ rollout
     return rollout[:, 0, 1:] if cfg.classifier == 'token' else rollout.mean(axis=1)
@@ -82,7 +81,7 @@ def predict(images: Sequence[str], checkpoint: str, model_name: Optional[str], t
   from vit_jax import registry
   from vit_jax.checkpoints import load_params
   from vit_jax.data.preprocess import decode_rgb, eval_crop, eval_crop_box, normalize
-  cfg, params = load_params(checkpoint, model_name)
+  cfg, params = load_params(checkpoint, model_name, scan_layers=False)  # per-block attention
   model = registry.module_from_config(cfg)
   pictures = []
   for path in images:

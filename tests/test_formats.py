@@ -155,6 +155,36 @@ def test_training_workdir_loads_its_latest_complete_checkpoint(tmp_path):
   np.testing.assert_array_equal(got['head']['bias'], np.asarray(later['head']['bias']))
 
 
+def test_scan_layers_params_are_stored_in_the_release_layout(tmp_path):
+  """A scan_layers model's stacked blocks are written as encoderblock_N (every
+  format), and load back stacked or not, as the config asks."""
+  import orbax.checkpoint as ocp
+  from vit_jax.checkpoints import scan_layout
+  from vit_jax.checkpoints.orbax_io import model_record
+  overrides, io = timm_twin('vit_base_patch16_224')
+  cfg, params = load_params(data_path('timm', 'vit_base_patch16_224.pth'),
+                            'vit_base_patch16_224', scan_layers=True, **overrides)
+  assert scan_layout.is_stacked(params)
+  np.testing.assert_allclose(_outputs(cfg, params, io['input_nhwc'])[0], io['logits'], atol=1e-4)
+  save_params(str(tmp_path / 'w.npz'), params, cfg)
+  with np.load(tmp_path / 'w.npz') as z:
+    assert 'Transformer/encoderblock_0/LayerNorm_0/scale' in z.files
+  plain_cfg, plain = load_params(str(tmp_path / 'w.npz'), 'vit_base_patch16_224', **overrides)
+  np.testing.assert_allclose(_outputs(plain_cfg, plain, io['input_nhwc'])[0], io['logits'], atol=1e-4)
+  # a scan_layers training run checkpoints its stacked state; load_params reads it either way
+  mngr = ocp.CheckpointManager(str(tmp_path / 'run' / 'checkpoints'))
+  mngr.save(5, args=ocp.args.Composite(params=ocp.args.StandardSave(params),
+                                       model=ocp.args.JsonSave(model_record(cfg))))
+  mngr.wait_until_finished()
+  cfg2, stacked = load_params(str(tmp_path / 'run'))
+  assert cfg2.scan_layers and scan_layout.is_stacked(stacked)
+  _, unstacked = load_params(str(tmp_path / 'run'), scan_layers=False)
+  a, b = _flat(plain), _flat(unstacked)
+  assert set(a) == set(b)
+  for k in a:
+    np.testing.assert_array_equal(b[k], a[k], err_msg=k)
+
+
 def test_new_head_and_resolution_on_load():
   overrides, io = timm_twin('vit_base_patch16_224')
   msgs = []

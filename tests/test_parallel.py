@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 from jax.sharding import PartitionSpec as P
 
-import vit_jax
 from vit_jax import parallel
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -33,6 +32,25 @@ def test_mesh_and_batch_on_this_process():
   batch = parallel.global_batch(mesh, local)
   np.testing.assert_array_equal(np.asarray(batch['image']), local['image'])
   assert parallel.check_batch_size(jax.device_count() * 4) == jax.device_count() * 4
+
+
+def test_prefetch_keeps_order_and_reads_only_size_batches_ahead():
+  mesh = parallel.make_mesh()
+  n = jax.device_count()
+  read = []
+
+  def source():
+    for i in range(5):
+      read.append(i)
+      yield {'image': np.full((n, 2), i, np.float32), 'label': np.full((n,), i, np.int32)}
+
+  it = parallel.prefetch_to_device(source(), mesh, size=2)
+  first = next(it)
+  assert read == [0, 1, 2]  # the one handed out and two ahead
+  assert first['image'].sharding == parallel.batch_sharding(mesh)
+  rest = list(it)
+  assert [int(b['label'][0]) for b in [first] + rest] == [0, 1, 2, 3, 4]
+  np.testing.assert_array_equal(np.asarray(rest[-1]['image']), np.full((n, 2), 4))
 
 
 def test_fsdp_state_of_vit_h14_fits_an_eighth_of_the_replicated_memory():

@@ -1,4 +1,4 @@
-"""The Flax ViT: attention maths, dtypes, dropout, remat and pooling."""
+"""The Flax ViT: attention maths, dtypes, dropout, remat, scan and pooling."""
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -6,6 +6,7 @@ import pytest
 
 import vit_jax
 from vit_jax import vit
+from vit_jax.checkpoints import scan_layout
 
 TINY = dict(image_size=32, patch_size=8, hidden_size=32, num_layers=2, num_heads=4,
             mlp_dim=64, num_classes=10)
@@ -72,9 +73,10 @@ def test_dropout_needs_an_rng_and_is_reproducible():
   np.testing.assert_allclose(e, plain.apply({'params': params}, x), atol=1e-6)
 
 
-def test_remat_gives_the_same_logits_and_gradients():
+@pytest.mark.parametrize('policy', [None, 'dots_with_no_batch_dims_saveable'])
+def test_remat_gives_the_same_logits_and_gradients(policy):
   model, params, x = _init()
-  remat = vit_jax.create_model('vit_base_patch16_224', **TINY, remat=True)
+  remat = vit_jax.create_model('vit_base_patch16_224', **TINY, remat=True, remat_policy=policy)
   loss = lambda m: lambda p: jnp.sum(m.apply({'params': p}, x, train=True) ** 2)  # noqa: E731
   g0, g1 = jax.jit(jax.grad(loss(model)))(params), jax.jit(jax.grad(loss(remat)))(params)
   # relative to the gradient's scale: some leaves are all cancellation noise
@@ -100,3 +102,38 @@ def test_representation_layer_and_headless_features():
   assert f.shape == (2, 24) and float(jnp.abs(f).max()) <= 1.0  # tanh
   np.testing.assert_allclose(model.apply({'params': params}, x),
                              f @ params['head']['kernel'] + params['head']['bias'], atol=1e-5)
+
+
+def test_unknown_remat_policy_is_one_clear_error():
+  model = vit_jax.create_model('vit_base_patch16_224', **TINY, remat=True, remat_policy='fast')
+  with pytest.raises(ValueError, match="remat_policy 'fast' is not a jax.checkpoint_policies"):
+    model.init(jax.random.PRNGKey(0), jnp.zeros((1, 32, 32, 3)))
+
+
+def test_class_token_only_block_is_the_first_row_of_the_full_block():
+  block = vit.Encoder1DBlock(mlp_dim=64, num_heads=4)
+  x = jax.random.normal(jax.random.PRNGKey(0), (2, 9, 32))
+  p = block.init(jax.random.PRNGKey(1), x)
+  full, first = block.apply(p, x), block.apply(p, x, True, True)
+  assert first.shape == (2, 1, 32)
+  np.testing.assert_allclose(np.asarray(first), np.asarray(full[:, :1]), atol=1e-5)
+
+
+@pytest.mark.parametrize('kw', [{}, {'remat': True}, {'classifier': 'gap'}])
+def test_scanned_blocks_match_the_unrolled_model(kw):
+  """Same logits and gradients from the stacked parameters; the unrolled
+  class-token model computes only the class token in its last block, the
+  scanned one everything, so this also checks that shortcut."""
+  model, params, x = _init(**kw)
+  scanned = vit_jax.create_model('vit_base_patch16_224', **TINY, scan_layers=True, **kw)
+  stacked = scan_layout.stack_blocks(params)
+  assert jax.tree.map(jnp.shape, stacked) == jax.tree.map(
+      jnp.shape, jax.eval_shape(scanned.init, jax.random.PRNGKey(0), x)['params'])
+  np.testing.assert_allclose(scanned.apply({'params': stacked}, x), model.apply({'params': params}, x),
+                             atol=2e-5)
+  loss = lambda m: lambda p: jnp.sum(m.apply({'params': p}, x, train=True) ** 2)  # noqa: E731
+  g0 = jax.jit(jax.grad(loss(model)))(params)
+  g1 = scan_layout.unstack_blocks(jax.jit(jax.grad(loss(scanned)))(stacked))
+  scale = max(float(jnp.abs(b).max()) for b in jax.tree.leaves(g0))
+  for a, b in zip(jax.tree.leaves(g0), jax.tree.leaves(g1)):
+    assert float(jnp.abs(a - b).max()) <= 1e-5 * scale

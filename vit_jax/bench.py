@@ -1,14 +1,18 @@
 """Benchmark: images/s, step time, TFLOP/s and model FLOP utilisation.
 
     python -m vit_jax.bench --model vit_base_patch16_224 --batch 8 --dtype float32 \
-        --mode infer [--compare timm]
+        --mode infer [--compare timm] [--compare official --official-checkout PATH]
 
 Times the jitted step on the devices at hand (warm-up excluded, median of
-several repetitions). FLOPs come from XLA's cost analysis of the compiled
-step; utilisation is against the peak measured in the same process (a large
-matmul in float32 on CPU, bfloat16 on accelerators) and, for known GPUs, the
-datasheet's dense bf16 peak. `--compare timm` runs the same model in timm
-(PyTorch eager, and torch.compile where it works) in the same run.
+several repetitions). Model FLOPs come from XLA's cost analysis of our
+compiled step (what the output needs: the last block of a class-token model
+computes the class token only) and rate every implementation, so their MFU
+ratios are speed ratios; utilisation is against the peak measured in the
+same process (a large matmul in float32 on CPU, bfloat16 on accelerators)
+and, for known GPUs, the datasheet's dense bf16 peak. `--compare timm` runs
+the same model in timm (PyTorch eager, and torch.compile where it works) in
+the same run; `--compare official` the official Flax model from a checkout
+of google-research/vision_transformer, jitted the same way.
 """
 from __future__ import annotations
 
@@ -21,9 +25,8 @@ from typing import Callable, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
-from vit_jax import registry
+from vit_jax import registry, xla_flags
 
 # Dense bf16 tensor-core peaks (TFLOP/s, without sparsity) from the datasheets.
 DATASHEET_BF16_TFLOPS = {'H100': 989.0, 'H200': 989.0, 'A100': 312.0}
@@ -73,17 +76,16 @@ def compiled_flops(compiled) -> Optional[float]:
   return float(cost['flops']) if cost and 'flops' in cost else None
 
 
-def bench_infer(cfg, batch: int, reps: int, warmup: int) -> Result:
-  model = registry.module_from_config(cfg)
+def bench_infer(model, cfg, name: str, batch: int, reps: int, warmup: int) -> Result:
   x = jnp.ones((batch, cfg.image_size, cfg.image_size, 3), jnp.float32)
-  params = jax.jit(model.init)(jax.random.PRNGKey(0), x)
+  params = jax.jit(lambda x: model.init(jax.random.PRNGKey(0), x, train=False))(x)
   fwd = jax.jit(lambda p, x: model.apply(p, x, train=False))
   compiled = fwd.lower(params, x).compile()
   secs = median_seconds(lambda: compiled(params, x).block_until_ready(), reps, warmup)
-  return Result(f'vit_jax {cfg.dtype}', secs, batch, compiled_flops(compiled))
+  return Result(name, secs, batch, compiled_flops(compiled))
 
 
-def bench_train(cfg, batch: int, reps: int, warmup: int) -> Result:
+def bench_train(model, cfg, name: str, batch: int, reps: int, warmup: int) -> Result:
   """One SGD-momentum step with clipping (the card's recipe), state donated."""
   import ml_collections
   from vit_jax.train.optim import make_optimizer, schedule
@@ -91,9 +93,10 @@ def bench_train(cfg, batch: int, reps: int, warmup: int) -> Result:
   opt = ml_collections.ConfigDict(dict(lr=0.01, warmup_steps=0, total_steps=10 ** 6,
                                        optimizer='sgd', momentum=0.9, weight_decay=0.0,
                                        grad_clip_norm=1.0))
-  model = registry.module_from_config(cfg)
   tx = make_optimizer(opt)
-  state = jax.jit(lambda: init_state(model, tx, cfg.image_size, 0))()
+  x = jnp.zeros((1, cfg.image_size, cfg.image_size, 3))
+  state = jax.jit(lambda: init_state(model, tx, cfg.image_size, 0, model.init(
+      jax.random.PRNGKey(0), x, train=False)['params']))()
   step = jax.jit(make_train_step(model, tx, schedule(0.01, 0, 10 ** 6), cfg.mean, cfg.std),
                  donate_argnums=(0,))
   images = jnp.zeros((batch, cfg.image_size, cfg.image_size, 3), jnp.uint8)
@@ -105,7 +108,7 @@ def bench_train(cfg, batch: int, reps: int, warmup: int) -> Result:
     holder[0], metrics = compiled(holder[0], images, labels)
     metrics['loss'].block_until_ready()
   secs = median_seconds(run, reps, warmup)
-  return Result(f'vit_jax train {cfg.dtype}', secs, batch, compiled_flops(compiled))
+  return Result(name, secs, batch, compiled_flops(compiled))
 
 
 def bench_timm_train(cfg, batch: int, reps: int, warmup: int, flops: Optional[float]
@@ -183,10 +186,19 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   p.add_argument('--mode', default='infer', choices=['infer', 'train'])
   p.add_argument('--reps', type=int, default=10)
   p.add_argument('--warmup', type=int, default=2)
-  p.add_argument('--compare', choices=['timm'], help='also time timm in this run')
+  p.add_argument('--compare', choices=['timm', 'official'], action='append', default=[],
+                 help='also time timm, or the official Flax model, in this run (repeatable)')
+  p.add_argument('--official-checkout', metavar='PATH',
+                 help='a checkout of google-research/vision_transformer (for --compare official)')
   args = p.parse_args(argv)
+  if args.mode == 'train':
+    xla_flags.set_training_flags()  # what train.py runs with
   try:
     cfg = registry.get_model_config(args.model, dtype=args.dtype)
+    official = None
+    if 'official' in args.compare:
+      from vit_jax.official_reference import official_model
+      official = official_model(cfg, args.official_checkout or '')
   except ValueError as e:
     print(f'error: {e}', file=sys.stderr)
     return 2
@@ -197,11 +209,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   print(f'model {args.model}, mode {args.mode}, batch {args.batch}, dtype {args.dtype}, '
         f'median of {args.reps}')
   bench = bench_infer if args.mode == 'infer' else bench_train
-  ours = bench(cfg, args.batch, args.reps, args.warmup)
+  tag = args.dtype if args.mode == 'infer' else f'train {args.dtype}'
+  run = lambda model, name: bench(model, cfg, name, args.batch, args.reps, args.warmup)  # noqa: E731
+  ours = run(registry.module_from_config(cfg), f'vit_jax {tag}')
   if ours.flops:
     print(f'model FLOPs per image (XLA cost analysis): {ours.flops / args.batch / 1e9:.2f} G')
   results = [ours]
-  if args.compare == 'timm':
+  if official is not None:  # rated on our FLOP count, as timm: MFU ratios are speed ratios
+    results.append(dataclasses.replace(run(official, f'official vit_jax {tag}'),
+                                       flops=ours.flops))
+  if 'timm' in args.compare:
     compare = bench_timm if args.mode == 'infer' else bench_timm_train
     results += compare(cfg, args.batch, args.reps, args.warmup, ours.flops)
   for r in results:

@@ -7,7 +7,9 @@ an optional `fsdp` axis over which parameters and optimizer state are sharded
 """
 from __future__ import annotations
 
-from typing import Any
+import collections
+import itertools
+from typing import Any, Iterable, Iterator
 
 import jax
 import numpy as np
@@ -48,6 +50,16 @@ def global_batch(mesh: Mesh, local: Any) -> Any:
   sharding = batch_sharding(mesh)
   return jax.tree.map(
       lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)), local)
+
+
+def prefetch_to_device(batches: Iterable[Any], mesh: Mesh, size: int = 2) -> Iterator[Any]:
+  """Global batch-sharded arrays, `size` batches ahead: their host-to-device
+  copies overlap the running steps instead of preceding each (as big_vision)."""
+  it = iter(batches)
+  queue = collections.deque(global_batch(mesh, b) for b in itertools.islice(it, size))
+  while queue:
+    queue.extend(global_batch(mesh, b) for b in itertools.islice(it, 1))
+    yield queue.popleft()
 
 
 def fsdp_spec(shape: tuple[int, ...], fsdp: int, min_size: int = 2 ** 14) -> P:

@@ -24,7 +24,8 @@ GOOGLE_BUCKET = 'https://storage.googleapis.com/vit_models/'
 MODULE_FIELDS = ('num_classes', 'patch_size', 'hidden_size', 'num_layers', 'num_heads',
                  'mlp_dim', 'qkv_bias', 'attn_scale', 'gelu_approximate', 'layer_norm_eps',
                  'representation_size', 'classifier', 'resnet', 'group_norm_eps',
-                 'dropout_rate', 'attention_dropout_rate', 'head_bias_init', 'remat')
+                 'dropout_rate', 'attention_dropout_rate', 'head_bias_init', 'remat',
+                 'remat_policy', 'scan_layers', 'attention_impl')
 
 
 def _base(**kw: Any) -> dict:
@@ -33,7 +34,8 @@ def _base(**kw: Any) -> dict:
       mlp_dim=3072, num_classes=1000, qkv_bias=True, attn_scale=None,
       gelu_approximate=False, layer_norm_eps=1e-6, representation_size=None,
       classifier='token', resnet=None, group_norm_eps=1e-5, dropout_rate=0.0,
-      attention_dropout_rate=0.0, head_bias_init=0.0, remat=False, dtype='float32',
+      attention_dropout_rate=0.0, head_bias_init=0.0, remat=False, remat_policy=None,
+      scan_layers=False, attention_impl='auto', dtype='float32',
       crop_pct=0.9, interpolation='bicubic', mean=HALF, std=HALF,
       weights_file=None, weights_url=None, source='timm')
   cfg.update(kw)

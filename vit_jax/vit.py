@@ -2,9 +2,13 @@
 
 Module and parameter names follow the official Flax release
 (`vit_jax/models_vit.py`), so a released `.npz` maps onto this tree with a
-rename table only. Two things go beyond it: a custom attention scale (the
-card's vit_small_patch16_224 needs `768 ** -0.5`) and a compute dtype separate
-from the float32 parameters.
+rename table only. Beyond it: a custom attention scale (the card's
+vit_small_patch16_224 needs `768 ** -0.5`), a compute dtype separate from the
+float32 parameters, the fast attention of `vit_jax.attention`, a last block
+that computes only the class token when nothing else is read, rematerialised
+blocks with a policy, and `scan_layers` (one compiled block scanned over
+stacked parameters, `Transformer/encoderblock/...`, for deep models'
+compile time; `vit_jax.checkpoints.scan_layout` converts).
 """
 from __future__ import annotations
 
@@ -15,6 +19,7 @@ import jax
 import jax.numpy as jnp
 
 from vit_jax import resnet
+from vit_jax.attention import MultiHeadDotProductAttention
 
 Dtype = Any
 
@@ -29,40 +34,34 @@ class AddPositionEmbs(nn.Module):
     return x + pe.astype(x.dtype)
 
 
-class MultiHeadDotProductAttention(nn.Module):
-  """Self-attention with the official release's query/key/value/out kernels.
+def gelu(x: jax.Array, approximate: bool) -> jax.Array:
+  """GELU; the exact one as x * (1 + erf(x / sqrt 2)) / 2, PyTorch's formula,
+  which XLA computes faster than `nn.gelu`'s erfc form."""
+  if approximate:
+    return nn.gelu(x, approximate=True)
+  return x * 0.5 * (1.0 + jax.lax.erf(x * jnp.asarray(2 ** -0.5, x.dtype)))
 
-  Uses `jax.nn.dot_product_attention` (a fused kernel where the backend has
-  one) unless attention dropout is active, which needs the explicit weights.
-  """
-  num_heads: int
-  qkv_bias: bool = True
-  scale: Optional[float] = None
-  dropout_rate: float = 0.0
+
+class PatchEmbedding(nn.Module):
+  """The release's `embedding` conv (kernel (p, p, channels, width), stride p),
+  computed as one matmul over flattened patches: the same sums, in the
+  order of the kernel's layout, at matmul speed (a CPU runs the strided conv
+  and its kernel gradient several times slower)."""
+  features: int
+  patch_size: int
   dtype: Dtype = jnp.float32
 
   @nn.compact
-  def __call__(self, x: jax.Array, deterministic: bool = True) -> jax.Array:
-    width = x.shape[-1]
-    if width % self.num_heads:
-      raise ValueError(f'hidden_size {width} is not divisible by num_heads {self.num_heads}')
-    head_dim = width // self.num_heads
-    proj = lambda name, bias: nn.DenseGeneral(  # noqa: E731
-        (self.num_heads, head_dim), use_bias=bias, dtype=self.dtype,
-        kernel_init=nn.initializers.xavier_uniform(), name=name)
-    q = proj('query', self.qkv_bias)(x)
-    k = proj('key', self.qkv_bias)(x)
-    v = proj('value', self.qkv_bias)(x)
-    scale = self.scale if self.scale is not None else head_dim ** -0.5
-    if self.dropout_rate > 0.0 and not deterministic:
-      logits = jnp.einsum('bqhd,bkhd->bhqk', q * jnp.asarray(scale, q.dtype), k)
-      weights = jax.nn.softmax(logits.astype(jnp.float32), axis=-1).astype(self.dtype)
-      weights = nn.Dropout(rate=self.dropout_rate, broadcast_dims=())(weights, deterministic=False)
-      y = jnp.einsum('bhqk,bkhd->bqhd', weights, v)
-    else:
-      y = jax.nn.dot_product_attention(q, k, v, scale=scale)
-    return nn.DenseGeneral(width, axis=(-2, -1), dtype=self.dtype,
-                           kernel_init=nn.initializers.xavier_uniform(), name='out')(y)
+  def __call__(self, x: jax.Array) -> jax.Array:
+    p = self.patch_size
+    n, h, w, c = x.shape
+    kernel = self.param('kernel', nn.initializers.lecun_normal(), (p, p, c, self.features),
+                        jnp.float32)
+    bias = self.param('bias', nn.initializers.zeros, (self.features,), jnp.float32)
+    gh, gw = h // p, w // p  # VALID: a remainder is dropped, as the conv does
+    x = x[:, :gh * p, :gw * p].reshape(n, gh, p, gw, p, c).transpose(0, 1, 3, 2, 4, 5)
+    x = x.reshape(n, gh * gw, p * p * c) @ kernel.reshape(p * p * c, -1).astype(self.dtype)
+    return x + bias.astype(self.dtype)
 
 
 class MlpBlock(nn.Module):
@@ -77,14 +76,19 @@ class MlpBlock(nn.Module):
     dense = lambda n: nn.Dense(n, dtype=self.dtype,  # noqa: E731
                                kernel_init=nn.initializers.xavier_uniform(),
                                bias_init=nn.initializers.normal(stddev=1e-6))
-    y = nn.gelu(dense(self.mlp_dim)(x), approximate=self.gelu_approximate)
+    y = gelu(dense(self.mlp_dim)(x), self.gelu_approximate)
     y = nn.Dropout(rate=self.dropout_rate)(y, deterministic=deterministic)
     y = dense(x.shape[-1])(y)
     return nn.Dropout(rate=self.dropout_rate)(y, deterministic=deterministic)
 
 
 class Encoder1DBlock(nn.Module):
-  """Pre-norm Transformer block: x + MHA(LN(x)), then x + MLP(LN(x))."""
+  """Pre-norm Transformer block: x + MHA(LN(x)), then x + MLP(LN(x)).
+
+  With `class_token_only` only the first token's output is computed (the
+  others still serve as keys and values): what the last block of a
+  class-token model needs.
+  """
   mlp_dim: int
   num_heads: int
   qkv_bias: bool = True
@@ -93,38 +97,71 @@ class Encoder1DBlock(nn.Module):
   layer_norm_eps: float = 1e-6
   dropout_rate: float = 0.0
   attention_dropout_rate: float = 0.0
+  attention_impl: str = 'auto'
   dtype: Dtype = jnp.float32
 
   @nn.compact
-  def __call__(self, inputs: jax.Array, deterministic: bool = True) -> jax.Array:
+  def __call__(self, inputs: jax.Array, deterministic: bool = True,
+               class_token_only: bool = False) -> jax.Array:
     x = nn.LayerNorm(epsilon=self.layer_norm_eps, dtype=self.dtype)(inputs)
     x = MultiHeadDotProductAttention(
         num_heads=self.num_heads, qkv_bias=self.qkv_bias, scale=self.attn_scale,
-        dropout_rate=self.attention_dropout_rate, dtype=self.dtype)(x, deterministic)
+        dropout_rate=self.attention_dropout_rate, attention_impl=self.attention_impl,
+        dtype=self.dtype)(x, deterministic, 1 if class_token_only else None)
     x = nn.Dropout(rate=self.dropout_rate)(x, deterministic=deterministic)
-    x = x + inputs
+    x = x + (inputs[:, :1] if class_token_only else inputs)
     y = nn.LayerNorm(epsilon=self.layer_norm_eps, dtype=self.dtype)(x)
     y = MlpBlock(mlp_dim=self.mlp_dim, gelu_approximate=self.gelu_approximate,
                  dropout_rate=self.dropout_rate, dtype=self.dtype)(y, deterministic)
     return x + y
 
 
+def remat_policy(name: Optional[str]) -> Optional[Callable]:
+  """A `jax.checkpoint_policies` member by name; None saves nothing."""
+  if name is None:
+    return None
+  policy = getattr(jax.checkpoint_policies, name, None)
+  if policy is None or not callable(policy) or name.startswith('save_'):
+    raise ValueError(f'remat_policy {name!r} is not a jax.checkpoint_policies policy; use e.g. '
+                     "'dots_saveable', 'dots_with_no_batch_dims_saveable' or "
+                     "'nothing_saveable'")
+  return policy
+
+
 class Encoder(nn.Module):
-  """Position embeddings, `num_layers` blocks and the final LayerNorm."""
+  """Position embeddings, `num_layers` blocks and the final LayerNorm.
+
+  `class_token_only`: the output is read at the first token only, so the
+  last block computes nothing else (not with `scan_layers`, whose blocks are
+  one compiled body).
+  """
   num_layers: int
   block: Callable[..., nn.Module]
   layer_norm_eps: float = 1e-6
   dropout_rate: float = 0.0
   remat: bool = False
+  remat_policy: Optional[str] = None
+  scan_layers: bool = False
+  class_token_only: bool = False
   dtype: Dtype = jnp.float32
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
     x = AddPositionEmbs(name='posembed_input')(x)
     x = nn.Dropout(rate=self.dropout_rate)(x, deterministic=not train)
-    block_cls = nn.remat(Encoder1DBlock, static_argnums=(2,)) if self.remat else Encoder1DBlock
-    for i in range(self.num_layers):
-      x = self.block(block_cls, name=f'encoderblock_{i}')(x, not train)
+    block_cls = Encoder1DBlock
+    if self.remat:
+      block_cls = nn.remat(Encoder1DBlock, static_argnums=(2, 3), prevent_cse=not self.scan_layers,
+                           policy=remat_policy(self.remat_policy))
+    if self.scan_layers:
+      body = lambda block, x, _: (block(x, not train, False), None)  # noqa: E731
+      x, _ = nn.scan(body, variable_axes={'params': 0}, split_rngs={'params': True, 'dropout': True},
+                     length=self.num_layers)(self.block(block_cls, name='encoderblock'), x, None)
+    else:
+      for i in range(self.num_layers):
+        last = i == self.num_layers - 1
+        x = self.block(block_cls, name=f'encoderblock_{i}')(
+            x, not train, self.class_token_only and last)
     return nn.LayerNorm(epsilon=self.layer_norm_eps, dtype=self.dtype, name='encoder_norm')(x)
 
 
@@ -152,6 +189,9 @@ class VisionTransformer(nn.Module):
   attention_dropout_rate: float = 0.0
   head_bias_init: float = 0.0
   remat: bool = False
+  remat_policy: Optional[str] = None
+  scan_layers: bool = False
+  attention_impl: str = 'auto'
   dtype: Dtype = jnp.float32
 
   @nn.compact
@@ -160,11 +200,8 @@ class VisionTransformer(nn.Module):
     if self.resnet is not None:
       x = resnet.stem(x, stages=tuple(self.resnet), group_norm_eps=self.group_norm_eps,
                       dtype=self.dtype)
-    x = nn.Conv(self.hidden_size, (self.patch_size, self.patch_size),
-                strides=(self.patch_size, self.patch_size), padding='VALID',
-                dtype=self.dtype, name='embedding')(x)
-    n, h, w, c = x.shape
-    x = jnp.reshape(x, (n, h * w, c))
+    x = PatchEmbedding(self.hidden_size, self.patch_size, self.dtype, name='embedding')(x)
+    n, _, c = x.shape
     if self.classifier == 'token':
       cls = self.param('cls', nn.initializers.zeros, (1, 1, c), jnp.float32)
       x = jnp.concatenate([jnp.tile(cls.astype(x.dtype), (n, 1, 1)), x], axis=1)
@@ -175,10 +212,12 @@ class VisionTransformer(nn.Module):
         mlp_dim=self.mlp_dim, num_heads=self.num_heads, qkv_bias=self.qkv_bias,
         attn_scale=self.attn_scale, gelu_approximate=self.gelu_approximate,
         layer_norm_eps=self.layer_norm_eps, dropout_rate=self.dropout_rate,
-        attention_dropout_rate=self.attention_dropout_rate, dtype=self.dtype, name=name)
+        attention_dropout_rate=self.attention_dropout_rate, attention_impl=self.attention_impl,
+        dtype=self.dtype, name=name)
     x = Encoder(num_layers=self.num_layers, block=block, layer_norm_eps=self.layer_norm_eps,
-                dropout_rate=self.dropout_rate, remat=self.remat, dtype=self.dtype,
-                name='Transformer')(x, train=train)
+                dropout_rate=self.dropout_rate, remat=self.remat, remat_policy=self.remat_policy,
+                scan_layers=self.scan_layers, class_token_only=self.classifier == 'token',
+                dtype=self.dtype, name='Transformer')(x, train=train)
 
     x = x[:, 0] if self.classifier == 'token' else jnp.mean(x, axis=1)
     if self.representation_size is not None:

@@ -22,7 +22,7 @@ import numpy as np
 from flax import traverse_util
 
 from vit_jax import registry
-from vit_jax.checkpoints import adapt, google_layout, orbax_io, timm_layout
+from vit_jax.checkpoints import adapt, google_layout, orbax_io, scan_layout, timm_layout
 from vit_jax.checkpoints.errors import CheckpointError
 from vit_jax.checkpoints.torch_format import read_pth, write_pth
 
@@ -45,8 +45,10 @@ def detect_format(path: str) -> str:
 
 
 def expected_shapes(cfg: ml_collections.ConfigDict) -> dict[str, tuple[int, ...]]:
-  """Flat parameter shapes of a config's model, without allocating them."""
-  model = registry.module_from_config(cfg)
+  """Flat parameter shapes of a config's model in the release layout (blocks
+  unstacked, whatever `scan_layers` says), without allocating them."""
+  model = registry.module_from_config(ml_collections.ConfigDict(
+      {**cfg.to_dict(), 'scan_layers': False}, type_safe=False))
   x = jax.ShapeDtypeStruct((1, cfg.image_size, cfg.image_size, 3), jnp.float32)
   tree = jax.eval_shape(lambda x: model.init(jax.random.PRNGKey(0), x), x)['params']
   return {k: v.shape for k, v in traverse_util.flatten_dict(tree, sep='/').items()}
@@ -64,8 +66,8 @@ def _read_file(path: str, fmt: str) -> tuple[dict[str, np.ndarray], Optional[dic
   if not os.path.exists(path):
     raise CheckpointError(f'{path}: no such file or directory')
   if fmt == 'orbax':
-    record, params = orbax_io.read(path)
-    return traverse_util.flatten_dict(params, sep='/'), record
+    record, params = orbax_io.read(path)  # a scan_layers training run stores stacked blocks
+    return traverse_util.flatten_dict(scan_layout.unstack_blocks(params), sep='/'), record
   if fmt == 'torch':
     return read_pth(path), None
   if fmt == 'npz':
@@ -187,14 +189,17 @@ def load_params(path: str, model_name: Optional[str] = None, *, log=logging.warn
   _check_shapes(flat, src, path)
   flat = adapt.adapt({k: np.asarray(v, np.float32) for k, v in flat.items()}, src, target,
                      log=log)
-  return target, traverse_util.unflatten_dict(flat, sep='/')
+  params = traverse_util.unflatten_dict(flat, sep='/')
+  return target, scan_layout.stack_blocks(params) if target.scan_layers else params
 
 
 def save_params(path: str, params: Any, config: ml_collections.ConfigDict) -> None:
-  """Write params in the format the path names; nothing is left on failure."""
+  """Write params in the format the path names, always in the release layout
+  (stacked `scan_layers` blocks are split); nothing is left on failure."""
   fmt = detect_format(path)
+  params = scan_layout.unstack_blocks(jax.device_get(params))
   flat = {k: np.asarray(v, np.float32) for k, v in
-          traverse_util.flatten_dict(jax.device_get(params), sep='/').items()}
+          traverse_util.flatten_dict(params, sep='/').items()}
   if fmt == 'orbax':
     orbax_io.write(path, traverse_util.unflatten_dict(flat, sep='/'), config)
     return

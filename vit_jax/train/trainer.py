@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import signal
 import time
-from typing import Optional
 
 import jax
 import ml_collections
@@ -125,18 +124,18 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
   # --- The loop ---
   preemption = _Preemption()
   bar = Progress(config.total_steps - start, 'train')
-  batches = train_batches(source, seed=config.seed, start_step=start,
-                          total_steps=config.total_steps, batch_size=config.batch_size,
-                          image_size=config.image_size, process_index=jax.process_index(),
-                          process_count=jax.process_count(), crop_scale=tuple(config.crop_scale),
-                          flip=config.flip, workers=config.workers)
+  batches = parallel.prefetch_to_device(train_batches(
+      source, seed=config.seed, start_step=start, total_steps=config.total_steps,
+      batch_size=config.batch_size, image_size=config.image_size,
+      process_index=jax.process_index(), process_count=jax.process_count(),
+      crop_scale=tuple(config.crop_scale), flip=config.flip, workers=config.workers), mesh)
   last: dict = {}
   shown: dict = {}  # the progress bar repeats the last logged loss
   tick, tick_step = time.perf_counter(), start
   try:
     for step in range(start + 1, config.total_steps + 1):
       _fault('step', step, before=ckpt.wait)
-      batch = parallel.global_batch(mesh, next(batches))
+      batch = next(batches)
       state, metrics = step_fn(state, batch['image'], batch['label'])
       bar.update(config.batch_size, **shown)
       logging_step = step % config.log_every == 0 or step == config.total_steps

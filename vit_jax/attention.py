@@ -1,0 +1,94 @@
+"""Multi-head self-attention with the official release's parameters, computed fast.
+
+The parameters are those of the release (`query`, `key`, `value` kernels
+(width, heads, head_dim) and `out` (heads, head_dim, width)), so `.npz` files
+map by name. The computation is not the textbook one, for speed:
+- the softmax normalisation is applied after the value product (to a
+  (tokens, head_dim) array instead of the (tokens, tokens) weights), with the
+  keys laid out for the score product; scores and their exponentials are
+  float32 whatever the compute dtype;
+- `query_tokens` restricts the queries to the first tokens: the last block
+  of a class-token model only needs the class token's output;
+- on GPUs in bfloat16/float16, cuDNN's fused flash attention through
+  `jax.nn.dot_product_attention` (`attention_impl='auto'` or `'cudnn'`).
+"""
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+Dtype = Any
+ATTENTION_IMPLS = ('auto', 'xla', 'cudnn')
+
+
+def resolve_impl(impl: str, dtype: Dtype, backend: Optional[str] = None) -> str:
+  """'auto' picks cuDNN flash attention on GPUs in half precision, else XLA."""
+  if impl not in ATTENTION_IMPLS:
+    raise ValueError(f'attention_impl must be one of {ATTENTION_IMPLS}, got {impl!r}')
+  if impl != 'auto':
+    return impl
+  backend = backend or jax.default_backend()
+  half = jnp.dtype(dtype) in (jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float16))
+  return 'cudnn' if backend == 'gpu' and half else 'xla'
+
+
+def attend(q: jax.Array, k: jax.Array, v: jax.Array, scale: float) -> jax.Array:
+  """softmax(q k^T * scale) v for (batch, tokens, heads, head_dim) arrays,
+  normalised after the value product, statistics in float32."""
+  q = (q * jnp.asarray(scale, q.dtype)).transpose(0, 2, 1, 3)
+  scores = jnp.einsum('bhqd,bhdk->bhqk', q, k.transpose(0, 2, 3, 1),
+                      preferred_element_type=jnp.float32)
+  e = jnp.exp(scores - jax.lax.stop_gradient(scores.max(axis=-1, keepdims=True)))
+  y = jnp.einsum('bhqk,bhkd->bhqd', e.astype(v.dtype), v.transpose(0, 2, 1, 3),
+                 preferred_element_type=jnp.float32)
+  y = y / e.sum(axis=-1, keepdims=True)
+  return y.astype(v.dtype).transpose(0, 2, 1, 3)
+
+
+def attention_weights(q: jax.Array, k: jax.Array, scale: float) -> jax.Array:
+  """The explicit (batch, heads, queries, keys) softmax weights, float32."""
+  logits = jnp.einsum('bqhd,bkhd->bhqk', q, k, preferred_element_type=jnp.float32)
+  return jax.nn.softmax(logits * scale, axis=-1)
+
+
+class MultiHeadDotProductAttention(nn.Module):
+  """Self-attention over (batch, tokens, width); queries from the first
+  `query_tokens` tokens when given. Attention dropout, when active, needs
+  the explicit weights and takes the textbook path."""
+  num_heads: int
+  qkv_bias: bool = True
+  scale: Optional[float] = None
+  dropout_rate: float = 0.0
+  attention_impl: str = 'auto'
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array, deterministic: bool = True,
+               query_tokens: Optional[int] = None) -> jax.Array:
+    width = x.shape[-1]
+    if width % self.num_heads:
+      raise ValueError(f'hidden_size {width} is not divisible by num_heads {self.num_heads}')
+    heads, head_dim = self.num_heads, width // self.num_heads
+    dense = lambda name, shape=(heads, head_dim), **kw: nn.DenseGeneral(  # noqa: E731
+        shape, dtype=self.dtype, kernel_init=nn.initializers.xavier_uniform(), name=name, **kw)
+    # three projections, not one over concatenated kernels: the concatenation
+    # and its split in the backward pass cost more than the larger matmul saves
+    queries = x if query_tokens is None else x[:, :query_tokens]
+    q = dense('query', use_bias=self.qkv_bias)(queries)
+    k = dense('key', use_bias=self.qkv_bias)(x)
+    v = dense('value', use_bias=self.qkv_bias)(x)
+    self.sow('intermediates', 'queries', q)  # for attention maps (predict.py); free otherwise
+    self.sow('intermediates', 'keys', k)
+    scale = self.scale if self.scale is not None else head_dim ** -0.5
+    if self.dropout_rate > 0.0 and not deterministic:
+      w = attention_weights(q, k, scale).astype(self.dtype)
+      w = nn.Dropout(rate=self.dropout_rate, broadcast_dims=())(w, deterministic=False)
+      y = jnp.einsum('bhqk,bkhd->bqhd', w, v)
+    elif resolve_impl(self.attention_impl, self.dtype) == 'cudnn':
+      y = jax.nn.dot_product_attention(q, k, v, scale=scale, implementation='cudnn')
+    else:
+      y = attend(q, k, v, scale)
+    return dense('out', width, axis=(-2, -1))(y)

@@ -4,9 +4,10 @@ The parameters are those of the release (`query`, `key`, `value` kernels
 (width, heads, head_dim) and `out` (heads, head_dim, width)), so `.npz` files
 map by name. The computation is not the textbook one, for speed:
 - the softmax normalisation is applied after the value product (to a
-  (tokens, head_dim) array instead of the (tokens, tokens) weights), with the
-  keys laid out for the score product; scores and their exponentials are
-  float32 whatever the compute dtype;
+  (tokens, head_dim) array instead of the (tokens, tokens) weights), on
+  (batch, heads, tokens, head_dim) operands, the layout XLA's batched
+  matmuls take without copies; scores and their exponentials are float32
+  whatever the compute dtype;
 - `query_tokens` restricts the queries to the first tokens: the last block
   of a class-token model only needs the class token's output;
 - on GPUs in bfloat16/float16, cuDNN's fused flash attention through
@@ -39,7 +40,7 @@ def attend(q: jax.Array, k: jax.Array, v: jax.Array, scale: float) -> jax.Array:
   """softmax(q k^T * scale) v for (batch, tokens, heads, head_dim) arrays,
   normalised after the value product, statistics in float32."""
   q = (q * jnp.asarray(scale, q.dtype)).transpose(0, 2, 1, 3)
-  scores = jnp.einsum('bhqd,bhdk->bhqk', q, k.transpose(0, 2, 3, 1),
+  scores = jnp.einsum('bhqd,bhkd->bhqk', q, k.transpose(0, 2, 1, 3),
                       preferred_element_type=jnp.float32)
   e = jnp.exp(scores - jax.lax.stop_gradient(scores.max(axis=-1, keepdims=True)))
   y = jnp.einsum('bhqk,bhkd->bhqd', e.astype(v.dtype), v.transpose(0, 2, 1, 3),

@@ -2,9 +2,11 @@
 
     python -m vit_jax.bench --model vit_base_patch16_224 --batch 8 --dtype float32 \
         --mode infer [--compare timm] [--compare official --official-checkout PATH]
+    python -m vit_jax.bench --mode pipeline [--photos DIR]
 
 Times the jitted step on the devices at hand (warm-up excluded, median of
-several repetitions). Model FLOPs come from XLA's cost analysis of our
+several repetitions; with comparisons, the implementations take turns each
+round). Model FLOPs come from XLA's cost analysis of our
 compiled step (what the output needs: the last block of a class-token model
 computes the class token only) and rate every implementation, so their MFU
 ratios are speed ratios; utilisation is against the peak measured in the
@@ -12,7 +14,8 @@ same process (a large matmul in float32 on CPU, bfloat16 on accelerators)
 and, for known GPUs, the datasheet's dense bf16 peak. `--compare timm` runs
 the same model in timm (PyTorch eager, and torch.compile where it works) in
 the same run; `--compare official` the official Flax model from a checkout
-of google-research/vision_transformer, jitted the same way.
+of google-research/vision_transformer, jitted the same way. `--mode pipeline`
+times the eval preprocessing of photos on one core, ours and timm's.
 """
 from __future__ import annotations
 
@@ -33,6 +36,15 @@ DATASHEET_BF16_TFLOPS = {'H100': 989.0, 'H200': 989.0, 'A100': 312.0}
 
 
 @dataclasses.dataclass
+class Runner:
+  """One implementation's step, ready to time (compiled and warm)."""
+  name: str
+  step: Callable[[], None]  # runs one step and waits for it
+  batch: int
+  flops: Optional[float] = None  # per step
+
+
+@dataclasses.dataclass
 class Result:
   name: str
   seconds: float          # median step time
@@ -48,15 +60,23 @@ class Result:
     return text
 
 
-def median_seconds(fn: Callable[[], None], reps: int, warmup: int) -> float:
-  for _ in range(warmup):
-    fn()
-  times = []
+def time_interleaved(runners: Sequence[Runner], reps: int, warmup: int,
+                     pause: float = 0.5) -> list[Result]:
+  """Median step times, the runners taking turns each round: a slow spell of a
+  shared machine then hits all of them alike, not whichever ran during it.
+  The pause before each step lets the previous runner's idle worker threads
+  (PyTorch's OpenMP pool spins after each op) stop competing for the cores."""
+  for r in runners:
+    for _ in range(warmup):
+      r.step()
+  times: dict[str, list[float]] = {r.name: [] for r in runners}
   for _ in range(reps):
-    t = time.perf_counter()
-    fn()
-    times.append(time.perf_counter() - t)
-  return statistics.median(times)
+    for r in runners:
+      time.sleep(pause)
+      t = time.perf_counter()
+      r.step()
+      times[r.name].append(time.perf_counter() - t)
+  return [Result(r.name, statistics.median(times[r.name]), r.batch, r.flops) for r in runners]
 
 
 def measured_peak_tflops(reps: int = 5) -> float:
@@ -65,8 +85,8 @@ def measured_peak_tflops(reps: int = 5) -> float:
   n, dtype = (2048, jnp.float32) if on_cpu else (8192, jnp.bfloat16)
   a = jnp.ones((n, n), dtype)
   mm = jax.jit(lambda a: a @ a)
-  secs = median_seconds(lambda: mm(a).block_until_ready(), reps, warmup=2)
-  return 2 * n ** 3 / secs / 1e12
+  run = Runner('matmul', lambda: mm(a).block_until_ready(), 1)
+  return 2 * n ** 3 / time_interleaved([run], reps, warmup=2)[0].seconds / 1e12
 
 
 def compiled_flops(compiled) -> Optional[float]:
@@ -76,16 +96,15 @@ def compiled_flops(compiled) -> Optional[float]:
   return float(cost['flops']) if cost and 'flops' in cost else None
 
 
-def bench_infer(model, cfg, name: str, batch: int, reps: int, warmup: int) -> Result:
+def infer_runner(model, cfg, name: str, batch: int) -> Runner:
   x = jnp.ones((batch, cfg.image_size, cfg.image_size, 3), jnp.float32)
   params = jax.jit(lambda x: model.init(jax.random.PRNGKey(0), x, train=False))(x)
-  fwd = jax.jit(lambda p, x: model.apply(p, x, train=False))
-  compiled = fwd.lower(params, x).compile()
-  secs = median_seconds(lambda: compiled(params, x).block_until_ready(), reps, warmup)
-  return Result(name, secs, batch, compiled_flops(compiled))
+  compiled = jax.jit(lambda p, x: model.apply(p, x, train=False)).lower(params, x).compile()
+  return Runner(name, lambda: compiled(params, x).block_until_ready(), batch,
+                compiled_flops(compiled))
 
 
-def bench_train(model, cfg, name: str, batch: int, reps: int, warmup: int) -> Result:
+def train_runner(model, cfg, name: str, batch: int) -> Runner:
   """One SGD-momentum step with clipping (the card's recipe), state donated."""
   import ml_collections
   from vit_jax.train.optim import make_optimizer, schedule
@@ -107,25 +126,29 @@ def bench_train(model, cfg, name: str, batch: int, reps: int, warmup: int) -> Re
   def run():
     holder[0], metrics = compiled(holder[0], images, labels)
     metrics['loss'].block_until_ready()
-  secs = median_seconds(run, reps, warmup)
-  return Result(name, secs, batch, compiled_flops(compiled))
+  return Runner(name, run, batch, compiled_flops(compiled))
 
 
-def bench_timm_train(cfg, batch: int, reps: int, warmup: int, flops: Optional[float]
-                     ) -> list[Result]:
-  """The same step in timm: SGD momentum, clipping, eager (and torch.compile)."""
+def timm_runners(cfg, batch: int, train: bool, flops: Optional[float]) -> list[Runner]:
+  """The same model in timm, eager and (where it works) torch.compile: the
+  forward, or the same step (SGD momentum, clipping), on the same device kind."""
   import torch
   from vit_jax.timm_reference import timm_model
   device = 'cuda' if torch.cuda.is_available() else 'cpu'
-  model = timm_model(cfg).to(device).train()
-  opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-  x = torch.zeros(batch, 3, cfg.image_size, cfg.image_size, device=device)
-  y = torch.zeros(batch, dtype=torch.long, device=device)
+  model = timm_model(cfg).to(device).train(train)
   amp = cfg.dtype == 'bfloat16'
+  x = torch.ones(batch, 3, cfg.image_size, cfg.image_size, device=device)
+  y = torch.zeros(batch, dtype=torch.long, device=device)
+  opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
   sync = torch.cuda.synchronize if device == 'cuda' else (lambda: None)
 
-  def run(m):
-    def step():
+  def step_of(m):
+    def infer():
+      with torch.no_grad(), torch.autocast(device, torch.bfloat16, enabled=amp):
+        m(x)
+      sync()
+
+    def train_step():
       opt.zero_grad(set_to_none=True)
       with torch.autocast(device, torch.bfloat16, enabled=amp):
         loss = torch.nn.functional.cross_entropy(m(x), y)
@@ -133,42 +156,64 @@ def bench_timm_train(cfg, batch: int, reps: int, warmup: int, flops: Optional[fl
       torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
       opt.step()
       sync()
-    return step
-  out = [Result('timm eager train', median_seconds(run(model), reps, warmup), batch, flops)]
+    return train_step if train else infer
+  tag = 'train' if train else ('AMP bf16' if amp else 'float32')
+  out = [Runner(f'timm eager {tag}', step_of(model), batch, flops)]
   try:
-    out.append(Result('timm torch.compile train',
-                      median_seconds(run(torch.compile(model)), reps, warmup + 1), batch, flops))
+    compiled = step_of(torch.compile(model))
+    compiled()  # compiles now: a failure is reported here, not mid-measurement
+    out.append(Runner(f'timm torch.compile {tag}', compiled, batch, flops))
   except Exception as e:  # noqa: BLE001 -- report and go on: compile support varies
     print(f'torch.compile unavailable: {type(e).__name__}: {str(e).splitlines()[0][:100]}')
   return out
 
 
-def bench_timm(cfg, batch: int, reps: int, warmup: int, flops: Optional[float]
-               ) -> list[Result]:
-  """timm eager and torch.compile, inference, on the same kind of device."""
-  import torch
-  from vit_jax.timm_reference import timm_model
-  device = 'cuda' if torch.cuda.is_available() else 'cpu'
-  model = timm_model(cfg).to(device)
-  x = torch.ones(batch, 3, cfg.image_size, cfg.image_size, device=device)
-  amp = cfg.dtype == 'bfloat16'
-  sync = torch.cuda.synchronize if device == 'cuda' else (lambda: None)
+def photo_files(folder: Optional[str]) -> list[str]:
+  """JPEG/PNG files of `folder` (default: scikit-image's sample photos) whose
+  shorter side is at least 96 pixels."""
+  import glob
+  import os
+  from PIL import Image
+  if folder is None:
+    try:
+      import skimage.data
+    except ImportError:
+      raise ValueError('--mode pipeline needs --photos DIR or scikit-image installed') from None
+    folder = os.path.dirname(skimage.data.__file__)
+  files = sorted(f for ext in ('jpg', 'jpeg', 'png') for f in glob.glob(f'{folder}/*.{ext}'))
+  files = [f for f in files if min(Image.open(f).size) >= 96]
+  if not files:
+    raise ValueError(f'{folder}: no JPEG or PNG photos with a side of 96 pixels or more')
+  return files
 
-  def run(m):
-    def step():
-      with torch.no_grad(), torch.autocast(device, torch.bfloat16, enabled=amp):
-        m(x)
-      sync()
-    return step
-  tag = 'AMP bf16' if amp else 'float32'
-  out = [Result(f'timm eager {tag}', median_seconds(run(model), reps, warmup), batch, flops)]
+
+def pipeline_runners(cfg, files: Sequence[str]) -> list[Runner]:
+  """Eval preprocessing of encoded photos on one core: ours (decode, resize,
+  crop; normalisation runs on the device) and, when installed, timm's eval
+  transform (the same, then ToTensor and Normalize on the host)."""
+  from vit_jax.data.preprocess import decode_rgb, eval_crop
+  blobs = [open(f, 'rb').read() for f in files]
+
+  def ours():
+    for b in blobs:
+      eval_crop(decode_rgb(b), cfg.image_size, cfg.crop_pct, cfg.interpolation)
+  runners = [Runner('vit_jax eval preprocessing', ours, len(blobs))]
   try:
-    compiled = torch.compile(model)
-    out.append(Result(f'timm torch.compile {tag}',
-                      median_seconds(run(compiled), reps, warmup + 1), batch, flops))
-  except Exception as e:  # noqa: BLE001 -- report and go on: compile support varies
-    print(f'torch.compile unavailable: {type(e).__name__}: {str(e).splitlines()[0][:100]}')
-  return out
+    import torch
+    from timm.data import create_transform
+  except ImportError:
+    return runners
+  import io
+  from PIL import Image
+  torch.set_num_threads(1)
+  transform = create_transform(input_size=(3, cfg.image_size, cfg.image_size),
+                               crop_pct=cfg.crop_pct, interpolation=cfg.interpolation,
+                               mean=cfg.mean, std=cfg.std)
+
+  def timm():
+    for b in blobs:
+      transform(Image.open(io.BytesIO(b)).convert('RGB'))
+  return runners + [Runner('timm eval transform', timm, len(blobs))]
 
 
 def device_line() -> tuple[str, Optional[float]]:
@@ -183,7 +228,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   p.add_argument('--model', default='vit_base_patch16_224')
   p.add_argument('--batch', type=int, default=8)
   p.add_argument('--dtype', default='float32', choices=['float32', 'bfloat16'])
-  p.add_argument('--mode', default='infer', choices=['infer', 'train'])
+  p.add_argument('--mode', default='infer', choices=['infer', 'train', 'pipeline'],
+                 help='the forward pass, a training step, or the eval preprocessing of '
+                 'photos on one core (timm too when installed)')
+  p.add_argument('--photos', metavar='DIR', help='photos for --mode pipeline (default: '
+                 "scikit-image's sample photos)")
   p.add_argument('--reps', type=int, default=10)
   p.add_argument('--warmup', type=int, default=2)
   p.add_argument('--compare', choices=['timm', 'official'], action='append', default=[],
@@ -202,29 +251,42 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   except ValueError as e:
     print(f'error: {e}', file=sys.stderr)
     return 2
+  if args.mode == 'pipeline':
+    try:
+      runners = pipeline_runners(cfg, photo_files(args.photos))
+    except ValueError as e:
+      print(f'error: {e}', file=sys.stderr)
+      return 2
+    print(f'{runners[0].batch} photos, {cfg.image_size} px crops (crop_pct {cfg.crop_pct}, '
+          f'{cfg.interpolation}), one core, median of {args.reps} passes')
+    return report(time_interleaved(runners, args.reps, args.warmup), peak=1.0)
   device, sheet = device_line()
   peak = measured_peak_tflops()
   print(f'device: {device}; measured matmul peak {peak * 1e3:.1f} GFLOP/s'
         + (f'; datasheet bf16 peak {sheet:.0f} TFLOP/s' if sheet else ''))
   print(f'model {args.model}, mode {args.mode}, batch {args.batch}, dtype {args.dtype}, '
         f'median of {args.reps}')
-  bench = bench_infer if args.mode == 'infer' else bench_train
-  tag = args.dtype if args.mode == 'infer' else f'train {args.dtype}'
-  run = lambda model, name: bench(model, cfg, name, args.batch, args.reps, args.warmup)  # noqa: E731
-  ours = run(registry.module_from_config(cfg), f'vit_jax {tag}')
+  train = args.mode == 'train'
+  make = train_runner if train else infer_runner
+  tag = f'train {args.dtype}' if train else args.dtype
+  ours = make(registry.module_from_config(cfg), cfg, f'vit_jax {tag}', args.batch)
   if ours.flops:
     print(f'model FLOPs per image (XLA cost analysis): {ours.flops / args.batch / 1e9:.2f} G')
-  results = [ours]
+  runners = [ours]
   if official is not None:  # rated on our FLOP count, as timm: MFU ratios are speed ratios
-    results.append(dataclasses.replace(run(official, f'official vit_jax {tag}'),
-                                       flops=ours.flops))
+    runners.append(dataclasses.replace(
+        make(official, cfg, f'official vit_jax {tag}', args.batch), flops=ours.flops))
   if 'timm' in args.compare:
-    compare = bench_timm if args.mode == 'infer' else bench_timm_train
-    results += compare(cfg, args.batch, args.reps, args.warmup, ours.flops)
+    runners += timm_runners(cfg, args.batch, train, ours.flops)
+  return report(time_interleaved(runners, args.reps, args.warmup), peak)
+
+
+def report(results: Sequence[Result], peak: float) -> int:
+  """Print each result and the speed-up of the first over the others."""
   for r in results:
     print(r.line(peak))
   for r in results[1:]:
-    print(f'speed-up of vit_jax over {r.name}: {r.seconds / ours.seconds:.2f}x')
+    print(f'speed-up of {results[0].name} over {r.name}: {r.seconds / results[0].seconds:.2f}x')
   return 0
 
 

@@ -34,36 +34,6 @@ class AddPositionEmbs(nn.Module):
     return x + pe.astype(x.dtype)
 
 
-def gelu(x: jax.Array, approximate: bool) -> jax.Array:
-  """GELU; the exact one as x * (1 + erf(x / sqrt 2)) / 2, PyTorch's formula,
-  which XLA computes faster than `nn.gelu`'s erfc form."""
-  if approximate:
-    return nn.gelu(x, approximate=True)
-  return x * 0.5 * (1.0 + jax.lax.erf(x * jnp.asarray(2 ** -0.5, x.dtype)))
-
-
-class PatchEmbedding(nn.Module):
-  """The release's `embedding` conv (kernel (p, p, channels, width), stride p),
-  computed as one matmul over flattened patches: the same sums, in the
-  order of the kernel's layout, at matmul speed (a CPU runs the strided conv
-  and its kernel gradient several times slower)."""
-  features: int
-  patch_size: int
-  dtype: Dtype = jnp.float32
-
-  @nn.compact
-  def __call__(self, x: jax.Array) -> jax.Array:
-    p = self.patch_size
-    n, h, w, c = x.shape
-    kernel = self.param('kernel', nn.initializers.lecun_normal(), (p, p, c, self.features),
-                        jnp.float32)
-    bias = self.param('bias', nn.initializers.zeros, (self.features,), jnp.float32)
-    gh, gw = h // p, w // p  # VALID: a remainder is dropped, as the conv does
-    x = x[:, :gh * p, :gw * p].reshape(n, gh, p, gw, p, c).transpose(0, 1, 3, 2, 4, 5)
-    x = x.reshape(n, gh * gw, p * p * c) @ kernel.reshape(p * p * c, -1).astype(self.dtype)
-    return x + bias.astype(self.dtype)
-
-
 class MlpBlock(nn.Module):
   """Transformer MLP: Dense, GELU, Dense, each followed by dropout."""
   mlp_dim: int
@@ -76,7 +46,7 @@ class MlpBlock(nn.Module):
     dense = lambda n: nn.Dense(n, dtype=self.dtype,  # noqa: E731
                                kernel_init=nn.initializers.xavier_uniform(),
                                bias_init=nn.initializers.normal(stddev=1e-6))
-    y = gelu(dense(self.mlp_dim)(x), self.gelu_approximate)
+    y = nn.gelu(dense(self.mlp_dim)(x), approximate=self.gelu_approximate)
     y = nn.Dropout(rate=self.dropout_rate)(y, deterministic=deterministic)
     y = dense(x.shape[-1])(y)
     return nn.Dropout(rate=self.dropout_rate)(y, deterministic=deterministic)
@@ -200,8 +170,11 @@ class VisionTransformer(nn.Module):
     if self.resnet is not None:
       x = resnet.stem(x, stages=tuple(self.resnet), group_norm_eps=self.group_norm_eps,
                       dtype=self.dtype)
-    x = PatchEmbedding(self.hidden_size, self.patch_size, self.dtype, name='embedding')(x)
-    n, _, c = x.shape
+    x = nn.Conv(self.hidden_size, (self.patch_size, self.patch_size),
+                strides=(self.patch_size, self.patch_size), padding='VALID',
+                dtype=self.dtype, name='embedding')(x)
+    n, h, w, c = x.shape
+    x = jnp.reshape(x, (n, h * w, c))
     if self.classifier == 'token':
       cls = self.param('cls', nn.initializers.zeros, (1, 1, c), jnp.float32)
       x = jnp.concatenate([jnp.tile(cls.astype(x.dtype), (n, 1, 1)), x], axis=1)

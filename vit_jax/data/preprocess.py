@@ -23,7 +23,7 @@ def decode_rgb(data: Union[bytes, str]) -> Image.Image:
   alpha images are converted as `Image.open(f).convert('RGB')` does."""
   img = Image.open(io.BytesIO(data) if isinstance(data, (bytes, bytearray)) else data)
   img.load()
-  return img.convert('RGB')
+  return img if img.mode == 'RGB' else img.convert('RGB')  # RGB as decoded: no copy
 
 
 def shorter_side_size(w: int, h: int, size: int) -> tuple[int, int]:

@@ -170,7 +170,8 @@ def test_scan_layers_params_are_stored_in_the_release_layout(tmp_path):
   with np.load(tmp_path / 'w.npz') as z:
     assert 'Transformer/encoderblock_0/LayerNorm_0/scale' in z.files
   plain_cfg, plain = load_params(str(tmp_path / 'w.npz'), 'vit_base_patch16_224', **overrides)
-  np.testing.assert_allclose(_outputs(plain_cfg, plain, io['input_nhwc'])[0], io['logits'], atol=1e-4)
+  np.testing.assert_allclose(_outputs(plain_cfg, plain, io['input_nhwc'])[0], io['logits'],
+                             atol=1e-4)
   # a scan_layers training run checkpoints its stacked state; load_params reads it either way
   mngr = ocp.CheckpointManager(str(tmp_path / 'run' / 'checkpoints'))
   mngr.save(5, args=ocp.args.Composite(params=ocp.args.StandardSave(params),

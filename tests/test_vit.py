@@ -129,8 +129,8 @@ def test_scanned_blocks_match_the_unrolled_model(kw):
   stacked = scan_layout.stack_blocks(params)
   assert jax.tree.map(jnp.shape, stacked) == jax.tree.map(
       jnp.shape, jax.eval_shape(scanned.init, jax.random.PRNGKey(0), x)['params'])
-  np.testing.assert_allclose(scanned.apply({'params': stacked}, x), model.apply({'params': params}, x),
-                             atol=2e-5)
+  np.testing.assert_allclose(scanned.apply({'params': stacked}, x),
+                             model.apply({'params': params}, x), atol=2e-5)
   loss = lambda m: lambda p: jnp.sum(m.apply({'params': p}, x, train=True) ** 2)  # noqa: E731
   g0 = jax.jit(jax.grad(loss(model)))(params)
   g1 = scan_layout.unstack_blocks(jax.jit(jax.grad(loss(scanned)))(stacked))

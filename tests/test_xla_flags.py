@@ -22,7 +22,8 @@ def test_xla_accepts_the_flags_after_jax_is_imported():
   code = ('import jax, jax.numpy as jnp, os\n'
           'from vit_jax import xla_flags\n'
           'xla_flags.set_training_flags()\n'
-          'print(float(jax.jit(lambda a: (a @ a).sum())(jnp.ones((4, 4)))), os.environ["XLA_FLAGS"])\n')
+          'total = jax.jit(lambda a: (a @ a).sum())(jnp.ones((4, 4)))\n'
+          'print(float(total), os.environ["XLA_FLAGS"])\n')
   env = {k: v for k, v in os.environ.items() if k != 'XLA_FLAGS'}
   out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, env=env,
                        timeout=120)

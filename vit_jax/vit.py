@@ -125,8 +125,9 @@ class Encoder(nn.Module):
                            policy=remat_policy(self.remat_policy))
     if self.scan_layers:
       body = lambda block, x, _: (block(x, not train, False), None)  # noqa: E731
-      x, _ = nn.scan(body, variable_axes={'params': 0}, split_rngs={'params': True, 'dropout': True},
-                     length=self.num_layers)(self.block(block_cls, name='encoderblock'), x, None)
+      scan = nn.scan(body, variable_axes={'params': 0}, length=self.num_layers,
+                     split_rngs={'params': True, 'dropout': True})
+      x, _ = scan(self.block(block_cls, name='encoderblock'), x, None)
     else:
       for i in range(self.num_layers):
         last = i == self.num_layers - 1

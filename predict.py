@@ -30,6 +30,7 @@ def attention_rollout(model, params, x, cfg) -> np.ndarray:
   """(batch, grid, grid) rollout maps from the per-layer query/key outputs."""
   import jax
   import jax.numpy as jnp
+  from vit_jax.attention import attention_weights
   from vit_jax.checkpoints.adapt import grid_size
   head_dim = cfg.hidden_size // cfg.num_heads
   scale = cfg.attn_scale if cfg.attn_scale is not None else head_dim ** -0.5
@@ -42,7 +43,7 @@ def attention_rollout(model, params, x, cfg) -> np.ndarray:
     for i in range(cfg.num_layers):
       attn = blocks[f'encoderblock_{i}']['MultiHeadDotProductAttention_0']
       q, k = attn['queries'][0], attn['keys'][0]  # the last block may have the class token only
-      w = jax.nn.softmax(jnp.einsum('bqhd,bkhd->bhqk', q * scale, k), axis=-1).mean(axis=1)
+      w = attention_weights(q, k, scale).mean(axis=1)
       w = w + jnp.eye(w.shape[-1])[:w.shape[-2]]
       w = w / w.sum(axis=-1, keepdims=True)
       rollout = w if rollout is None else w @ rollout

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import pathlib
 import statistics
 import sys
 import time
@@ -187,7 +188,10 @@ def photo_files(folder: Optional[str]) -> list[str]:
       raise ValueError('--mode pipeline needs --photos DIR or scikit-image installed') from None
     folder = os.path.dirname(skimage.data.__file__)
   files = sorted(f for ext in ('jpg', 'jpeg', 'png') for f in glob.glob(f'{folder}/*.{ext}'))
-  files = [f for f in files if min(Image.open(f).size) >= 96]
+  def big_enough(f):
+    with Image.open(f) as img:
+      return min(img.size) >= 96
+  files = [f for f in files if big_enough(f)]
   if not files:
     raise ValueError(f'{folder}: no JPEG or PNG photos with a side of 96 pixels or more')
   return files
@@ -198,7 +202,7 @@ def pipeline_runners(cfg, files: Sequence[str]) -> list[Runner]:
   crop; normalisation runs on the device) and, when installed, timm's eval
   transform (the same, then ToTensor and Normalize on the host)."""
   from vit_jax.data.preprocess import decode_rgb, eval_crop
-  blobs = [open(f, 'rb').read() for f in files]
+  blobs = [pathlib.Path(f).read_bytes() for f in files]
 
   def ours():
     for b in blobs:

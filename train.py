@@ -22,9 +22,10 @@ def main(argv) -> None:
   config = load_config(_CONFIG)
   if not _WORKDIR.value:
     fail('set --workdir: checkpoints and metrics go there', 2)
-  from vit_jax import distributed, xla_flags
+  from vit_jax import distributed, host_memory, xla_flags
   from vit_jax.train.trainer import NonFiniteError, train
   xla_flags.set_training_flags()
+  host_memory.keep_freed_memory()
   try:
     distributed.initialize(config.coordinator_address, config.num_processes, config.process_id)
     train(config, _WORKDIR.value)

@@ -137,3 +137,19 @@ def test_scanned_blocks_match_the_unrolled_model(kw):
   scale = max(float(jnp.abs(b).max()) for b in jax.tree.leaves(g0))
   for a, b in zip(jax.tree.leaves(g0), jax.tree.leaves(g1)):
     assert float(jnp.abs(a - b).max()) <= 1e-5 * scale
+
+
+def test_exact_gelu_and_its_gradient_match_float64():
+  """x * Phi(x) through erf: float32-accurate in absolute terms, as PyTorch's."""
+  from math import erf, pi, sqrt
+  xs = np.linspace(-9.0, 9.0, 3601, dtype=np.float32)
+  phi = np.array([0.5 * (1 + erf(x / sqrt(2))) for x in xs.astype(np.float64)])
+  want = xs * phi
+  want_grad = phi + xs * np.exp(-0.5 * xs.astype(np.float64) ** 2) / sqrt(2 * pi)
+  got = jax.jit(lambda x: vit.gelu(x, approximate=False))(xs)
+  grad = jax.jit(jax.vmap(jax.grad(lambda x: vit.gelu(x, approximate=False))))(xs)
+  np.testing.assert_allclose(np.asarray(got, np.float64), want, rtol=2e-6, atol=2e-6)
+  np.testing.assert_allclose(np.asarray(grad, np.float64), want_grad, rtol=2e-6, atol=2e-6)
+  approx = vit.gelu(jnp.asarray(xs), approximate=True)
+  np.testing.assert_array_equal(approx, jax.nn.gelu(jnp.asarray(xs), approximate=True))
+  assert np.abs(np.asarray(approx) - want).max() > 1e-4  # the two forms do differ

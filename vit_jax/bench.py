@@ -30,7 +30,7 @@ from typing import Callable, Optional, Sequence
 import jax
 import jax.numpy as jnp
 
-from vit_jax import registry, xla_flags
+from vit_jax import host_memory, registry, xla_flags
 
 # Dense bf16 tensor-core peaks (TFLOP/s, without sparsity) from the datasheets.
 DATASHEET_BF16_TFLOPS = {'H100': 989.0, 'H200': 989.0, 'A100': 312.0}
@@ -252,6 +252,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   args = p.parse_args(argv)
   if args.mode == 'train':
     xla_flags.set_training_flags()  # what train.py runs with
+    host_memory.keep_freed_memory()
   try:
     cfg = registry.get_model_config(args.model, dtype=args.dtype)
     official = None

@@ -34,6 +34,16 @@ class AddPositionEmbs(nn.Module):
     return x + pe.astype(x.dtype)
 
 
+def gelu(x: jax.Array, approximate: bool) -> jax.Array:
+  """GELU; the exact one as x * Phi(x) through erf, the formula PyTorch uses.
+  jax.nn.gelu's exact form goes through erfc, for relative precision below
+  x = -4 where the output is under 1e-4 anyway: XLA expands erfc into an
+  exponential and two polynomials, and it cost a CPU training step 4% (BENCHMARKS.md)."""
+  if approximate:
+    return nn.gelu(x, approximate=True)
+  return x * (0.5 + 0.5 * jax.lax.erf(x * jnp.asarray(0.5 ** 0.5, x.dtype)))
+
+
 class MlpBlock(nn.Module):
   """Transformer MLP: Dense, GELU, Dense, each followed by dropout."""
   mlp_dim: int
@@ -46,7 +56,7 @@ class MlpBlock(nn.Module):
     dense = lambda n: nn.Dense(n, dtype=self.dtype,  # noqa: E731
                                kernel_init=nn.initializers.xavier_uniform(),
                                bias_init=nn.initializers.normal(stddev=1e-6))
-    y = nn.gelu(dense(self.mlp_dim)(x), approximate=self.gelu_approximate)
+    y = gelu(dense(self.mlp_dim)(x), self.gelu_approximate)
     y = nn.Dropout(rate=self.dropout_rate)(y, deterministic=deterministic)
     y = dense(x.shape[-1])(y)
     return nn.Dropout(rate=self.dropout_rate)(y, deterministic=deterministic)

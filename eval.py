@@ -56,6 +56,8 @@ def main(argv) -> None:
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   logging.set_verbosity(logging.WARNING)  # orbax and jax are chatty at INFO
+  from vit_jax import host_memory
+  host_memory.keep_freed_memory()
   try:
     run(load_config(_CONFIG))
   except (ValueError, OSError) as e:  # dataset, checkpoint and config errors

@@ -12,7 +12,8 @@ from vit_jax import host_memory
 
 # A step whose temporary (8192 x 4096 float32, 128 MiB) is too large for a
 # worker thread's glibc arena: without the setting it is mmap-ed and unmapped
-# every step. The child prints the minor page faults of three warm steps.
+# every step. The child prints the fewest minor page faults of a warm step
+# (the kept heap still grows now and then, when its free blocks are split).
 STEP_FAULTS = """
 import json, resource, sys
 from vit_jax import host_memory
@@ -20,18 +21,19 @@ kept = host_memory.keep_freed_memory() if sys.argv[1] == 'keep' else None
 import jax, jax.numpy as jnp
 x = jnp.ones((8192, 64)); w1 = jnp.ones((64, 4096)); w2 = jnp.ones((4096, 16))
 step = jax.jit(lambda x, w1, w2: jnp.tanh(x @ w1) @ w2)
-for _ in range(3):
+faults = []
+for _ in range(8):
+  before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
   step(x, w1, w2).block_until_ready()
-before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-for _ in range(3):
-  step(x, w1, w2).block_until_ready()
-print(json.dumps([kept, (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / 3]))
+  faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+print(json.dumps([kept, min(faults[2:])]))
 """
 TEMP_PAGES = 8192 * 4096 * 4 // 4096
 
 
-def faults_per_step(mode: str) -> tuple:
+def fewest_faults_of_a_step(mode: str) -> tuple:
   env = {k: v for k, v in os.environ.items() if k not in ('XLA_FLAGS', 'GLIBC_TUNABLES')}
+  env['JAX_PLATFORMS'] = 'cpu'
   out = subprocess.run([sys.executable, '-c', STEP_FAULTS, mode], capture_output=True, text=True,
                        env=env, timeout=120)
   assert out.returncode == 0, out.stderr[-2000:]
@@ -44,7 +46,7 @@ def glibc() -> bool:
 
 @pytest.mark.skipif(not glibc(), reason='the setting is for glibc malloc')
 def test_a_kept_temporary_is_not_faulted_in_again():
-  kept, faults = faults_per_step('keep')
+  kept, faults = fewest_faults_of_a_step('keep')
   assert kept is True
   assert faults < 0.01 * TEMP_PAGES, faults
 
@@ -57,7 +59,7 @@ def huge_pages_always() -> bool:
 @pytest.mark.skipif(not glibc() or huge_pages_always(),
                     reason='glibc with 4 KiB pages: what the setting is for')
 def test_without_it_every_step_faults_in_the_temporary():
-  kept, faults = faults_per_step('default')
+  kept, faults = fewest_faults_of_a_step('default')
   assert kept is None
   assert faults > 0.5 * TEMP_PAGES, faults
 
@@ -65,3 +67,20 @@ def test_without_it_every_step_faults_in_the_temporary():
 def test_other_platforms_are_left_alone(monkeypatch):
   monkeypatch.setattr(sys, 'platform', 'darwin')
   assert host_memory.keep_freed_memory() is False
+
+
+@pytest.mark.parametrize('platforms, cpu', [('cpu', True), ('cuda', False), ('tpu,cpu', False),
+                                            ('cpu,cuda', True)])
+def test_jax_platforms_decides_where_jax_computes(monkeypatch, platforms, cpu):
+  monkeypatch.setenv('JAX_PLATFORMS', platforms)
+  assert host_memory.computes_on_cpu() is cpu
+  if not cpu:
+    assert host_memory.keep_freed_memory() is False
+
+
+def test_an_installed_accelerator_plugin_means_not_cpu(monkeypatch):
+  monkeypatch.delenv('JAX_PLATFORMS', raising=False)
+  assert host_memory.computes_on_cpu() is True  # this machine: jaxlib's CPU backend only
+  monkeypatch.setattr(host_memory.importlib.util, 'find_spec',
+                      lambda name: object() if name == 'libtpu' else None)
+  assert host_memory.computes_on_cpu() is False

@@ -252,7 +252,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   args = p.parse_args(argv)
   if args.mode == 'train':
     xla_flags.set_training_flags()  # what train.py runs with
-    host_memory.keep_freed_memory()
+  if args.mode != 'pipeline':
+    host_memory.keep_freed_memory()  # as train.py and eval.py: for every implementation
   try:
     cfg = registry.get_model_config(args.model, dtype=args.dtype)
     official = None

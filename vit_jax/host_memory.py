@@ -1,17 +1,17 @@
-"""Keep freed host memory in the process, so a CPU training step reuses it.
+"""Keep freed host memory in the process, so a CPU step reuses it.
 
 XLA:CPU packs a step's temporaries into one buffer (826 MB for the card's
 S/16 training step at batch 8) and frees it when the step ends. glibc hands a
 block that large straight back to the kernel (worker threads allocate from
 arenas capped at 64 MB, which fall back to mmap), so the next step faults in
-and zeroes 200,000 fresh pages: 0.4 s of system time a step, 5-8% of its wall
-time on 2 cores (BENCHMARKS.md); ViT-B/16 inference at batch 32 faults in 1 GB
-a batch. `train.py`, `eval.py` and the benchmark set it. With one arena, no mmap and no trimming, the
-freed buffer stays in the heap and the next step reuses it. The cost is that
-the process keeps its high-water mark of memory (the quickstart's peak RSS
-goes from 794 to 1,096 MB). Only where JAX computes on the CPU: on GPU and
-TPU hosts the step's buffers live on the device, and one arena would only
-serialise the input pipeline's many threads.
+and zeroes 210,000 fresh pages: 0.4 s of system time a step, 5-8% of its wall
+time on 2 cores (BENCHMARKS.md); ViT-B/16 inference at batch 32 faults in
+1 GB a batch. With one arena, no mmap and no trimming, the freed buffer stays
+in the heap and the next step reuses it. The cost is that the process keeps
+its high-water mark of memory (the quickstart's peak RSS goes from 794 to
+1,096 MB). `train.py`, `eval.py` and the benchmark set it, and only where JAX
+computes on the CPU: on GPU and TPU hosts the step's buffers live on the
+device, and one arena would only serialise the input pipeline's threads.
 """
 from __future__ import annotations
 

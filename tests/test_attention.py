@@ -84,11 +84,12 @@ def test_query_tokens_give_the_first_rows_of_the_full_output():
 
 
 def test_auto_picks_cudnn_only_for_half_precision_on_gpus():
-  assert attention.resolve_impl('auto', jnp.bfloat16, 'gpu') == 'cudnn'
-  assert attention.resolve_impl('auto', jnp.float16, 'gpu') == 'cudnn'
-  assert attention.resolve_impl('auto', jnp.float32, 'gpu') == 'xla'
-  assert attention.resolve_impl('auto', jnp.bfloat16, 'cpu') == 'xla'
-  assert attention.resolve_impl('auto', jnp.bfloat16, 'tpu') == 'xla'
-  assert attention.resolve_impl('xla', jnp.bfloat16, 'gpu') == 'xla'
+  assert attention.resolve_impl('auto', jnp.bfloat16, 64, 'gpu') == 'cudnn'
+  assert attention.resolve_impl('auto', jnp.float16, 64, 'gpu') == 'cudnn'
+  assert attention.resolve_impl('auto', jnp.float32, 64, 'gpu') == 'xla'
+  assert attention.resolve_impl('auto', jnp.bfloat16, 64, 'cpu') == 'xla'
+  assert attention.resolve_impl('auto', jnp.bfloat16, 64, 'tpu') == 'xla'
+  assert attention.resolve_impl('auto', jnp.float32, 64, 'tpu') == 'xla'
+  assert attention.resolve_impl('xla', jnp.bfloat16, 64, 'gpu') == 'xla'
   with pytest.raises(ValueError, match='attention_impl must be one of'):
-    attention.resolve_impl('flash', jnp.float32, 'cpu')
+    attention.resolve_impl('flash', jnp.float32, 64, 'cpu')

@@ -27,6 +27,10 @@ def test_a_forward_pass_is_timed_with_its_flops(capsys):
   assert 'measured matmul peak' in out
   flops = float(out.split('model FLOPs per image (XLA cost analysis): ')[1].split(' G')[0])
   assert 2.0 < flops < 2.6  # ViT-Ti/16: 1.26 G multiply-adds, less the pruned last block
+  # the model ran the CPU kernel, whose FLOPs XLA cannot see: counted on XLA's attention
+  from vit_jax import cpu_kernels, registry
+  if cpu_kernels.available():
+    assert bench.uses_cpu_kernel(registry.get_model_config('vit_tiny_patch16_224'))
   assert 'vit_jax float32' in out and 'img/s' in out and 'MFU' in out
 
 

@@ -11,7 +11,10 @@ map by name. The computation is not the textbook one, for speed:
 - `query_tokens` restricts the queries to the first tokens: the last block
   of a class-token model only needs the class token's output;
 - on GPUs in bfloat16/float16, cuDNN's fused flash attention through
-  `jax.nn.dot_product_attention` (`attention_impl='auto'` or `'cudnn'`).
+  `jax.nn.dot_product_attention` (`attention_impl='auto'` or `'cudnn'`);
+- on one CPU device in float32, the fused kernel of `vit_jax.cpu_kernels`
+  (`'auto'` where it builds, or `'cpu'`): XLA:CPU runs the batched matmuls
+  above on one thread.
 """
 from __future__ import annotations
 
@@ -21,19 +24,33 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from vit_jax import cpu_kernels
+
 Dtype = Any
-ATTENTION_IMPLS = ('auto', 'xla', 'cudnn')
+ATTENTION_IMPLS = ('auto', 'xla', 'cudnn', 'cpu')
 
 
-def resolve_impl(impl: str, dtype: Dtype, backend: Optional[str] = None) -> str:
-  """'auto' picks cuDNN flash attention on GPUs in half precision, else XLA."""
+def resolve_impl(impl: str, dtype: Dtype, head_dim: int, backend: Optional[str] = None) -> str:
+  """'auto' picks cuDNN flash attention on GPUs in half precision, the CPU
+  kernel on a single CPU device in float32 (where it builds and head_dim is
+  a multiple of 16; several devices would all-gather its operands), else XLA."""
   if impl not in ATTENTION_IMPLS:
     raise ValueError(f'attention_impl must be one of {ATTENTION_IMPLS}, got {impl!r}')
+  backend = backend or jax.default_backend()
+  float32 = jnp.dtype(dtype) == jnp.dtype(jnp.float32)
+  cpu_ok = backend == 'cpu' and float32 and head_dim % cpu_kernels.LANES == 0
+  if impl == 'cpu' and not (cpu_ok and cpu_kernels.available()):
+    raise ValueError(f"attention_impl='cpu' needs the CPU backend, float32 and a head_dim "
+                     f'that is a multiple of {cpu_kernels.LANES} (got {backend}, '
+                     f'{jnp.dtype(dtype).name}, {head_dim}) and a C++ compiler; use '
+                     "'auto' or 'xla'")
   if impl != 'auto':
     return impl
-  backend = backend or jax.default_backend()
-  half = jnp.dtype(dtype) in (jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float16))
-  return 'cudnn' if backend == 'gpu' and half else 'xla'
+  if backend == 'gpu' and jnp.dtype(dtype) in (jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float16)):
+    return 'cudnn'
+  if cpu_ok and jax.device_count() == 1 and cpu_kernels.available():
+    return 'cpu'
+  return 'xla'
 
 
 def attend(q: jax.Array, k: jax.Array, v: jax.Array, scale: float) -> jax.Array:
@@ -88,8 +105,12 @@ class MultiHeadDotProductAttention(nn.Module):
       w = attention_weights(q, k, scale).astype(self.dtype)
       w = nn.Dropout(rate=self.dropout_rate, broadcast_dims=())(w, deterministic=False)
       y = jnp.einsum('bhqk,bkhd->bqhd', w, v)
-    elif resolve_impl(self.attention_impl, self.dtype) == 'cudnn':
-      y = jax.nn.dot_product_attention(q, k, v, scale=scale, implementation='cudnn')
     else:
-      y = attend(q, k, v, scale)
+      impl = resolve_impl(self.attention_impl, self.dtype, head_dim)
+      if impl == 'cudnn':
+        y = jax.nn.dot_product_attention(q, k, v, scale=scale, implementation='cudnn')
+      elif impl == 'cpu':
+        y = cpu_kernels.attend(q, k, v, scale)
+      else:
+        y = attend(q, k, v, scale)
     return dense('out', width, axis=(-2, -1))(y)

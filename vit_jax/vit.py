@@ -4,7 +4,8 @@ Module and parameter names follow the official Flax release
 (`vit_jax/models_vit.py`), so a released `.npz` maps onto this tree with a
 rename table only. Beyond it: a custom attention scale (the card's
 vit_small_patch16_224 needs `768 ** -0.5`), a compute dtype separate from the
-float32 parameters, the fast attention of `vit_jax.attention`, a last block
+float32 parameters, the fast attention of `vit_jax.attention` (and on CPUs
+the kernels of `vit_jax.cpu_kernels`), a last block
 that computes only the class token when nothing else is read, rematerialised
 blocks with a policy, and `scan_layers` (one compiled block scanned over
 stacked parameters, `Transformer/encoderblock/...`, for deep models'
@@ -18,8 +19,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from vit_jax import resnet
-from vit_jax.attention import MultiHeadDotProductAttention
+from vit_jax import cpu_kernels, resnet
+from vit_jax.attention import MultiHeadDotProductAttention, resolve_impl
 
 Dtype = Any
 
@@ -45,18 +46,33 @@ def gelu(x: jax.Array, approximate: bool) -> jax.Array:
   return x * (0.5 + 0.5 * jax.lax.erf(x * jnp.asarray(0.5 ** 0.5, x.dtype)))
 
 
+class Dense(nn.Module):
+  """nn.Dense's parameters and maths; with `cpu_kernels` the weight gradient
+  goes through `vit_jax.cpu_kernels.linear`."""
+  features: int
+  cpu_kernels: bool = False
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    kernel = self.param('kernel', nn.initializers.xavier_uniform(),
+                        (x.shape[-1], self.features), jnp.float32)
+    bias = self.param('bias', nn.initializers.normal(stddev=1e-6), (self.features,), jnp.float32)
+    x, kernel, bias = (a.astype(self.dtype) for a in (x, kernel, bias))
+    return cpu_kernels.linear(x, kernel, bias) if self.cpu_kernels else x @ kernel + bias
+
+
 class MlpBlock(nn.Module):
   """Transformer MLP: Dense, GELU, Dense, each followed by dropout."""
   mlp_dim: int
   gelu_approximate: bool = True
   dropout_rate: float = 0.0
+  cpu_kernels: bool = False
   dtype: Dtype = jnp.float32
 
   @nn.compact
   def __call__(self, x: jax.Array, deterministic: bool = True) -> jax.Array:
-    dense = lambda n: nn.Dense(n, dtype=self.dtype,  # noqa: E731
-                               kernel_init=nn.initializers.xavier_uniform(),
-                               bias_init=nn.initializers.normal(stddev=1e-6))
+    dense = lambda n: Dense(n, self.cpu_kernels, self.dtype)  # noqa: E731
     y = gelu(dense(self.mlp_dim)(x), self.gelu_approximate)
     y = nn.Dropout(rate=self.dropout_rate)(y, deterministic=deterministic)
     y = dense(x.shape[-1])(y)
@@ -68,7 +84,8 @@ class Encoder1DBlock(nn.Module):
 
   With `class_token_only` only the first token's output is computed (the
   others still serve as keys and values): what the last block of a
-  class-token model needs.
+  class-token model needs. Where `attention_impl` resolves to the CPU
+  kernels, the MLP's weight gradients use them too.
   """
   mlp_dim: int
   num_heads: int
@@ -92,8 +109,9 @@ class Encoder1DBlock(nn.Module):
     x = nn.Dropout(rate=self.dropout_rate)(x, deterministic=deterministic)
     x = x + (inputs[:, :1] if class_token_only else inputs)
     y = nn.LayerNorm(epsilon=self.layer_norm_eps, dtype=self.dtype)(x)
+    cpu = resolve_impl(self.attention_impl, self.dtype, x.shape[-1] // self.num_heads) == 'cpu'
     y = MlpBlock(mlp_dim=self.mlp_dim, gelu_approximate=self.gelu_approximate,
-                 dropout_rate=self.dropout_rate, dtype=self.dtype)(y, deterministic)
+                 dropout_rate=self.dropout_rate, cpu_kernels=cpu, dtype=self.dtype)(y, deterministic)
     return x + y
 
 

@@ -1,0 +1,119 @@
+"""The fused CPU attention kernel: XLA's attention's values and gradients,
+its build cache, and when the model picks it."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from vit_jax import attention, cpu_kernels
+
+pytestmark = pytest.mark.skipif(not cpu_kernels.available(),
+                                reason='no C++ compiler for the CPU attention kernel')
+
+
+def _operands(b, tq, t, h, d, seed=0):
+  ks = jax.random.split(jax.random.PRNGKey(seed), 4)
+  q = 2 * jax.random.normal(ks[0], (b, tq, h, d))  # peaked weights, not near-uniform ones
+  k, v = (jax.random.normal(key, (b, t, h, d)) for key in ks[1:3])
+  return q, k, v, jax.random.normal(ks[3], (b, tq, h, d))
+
+
+def _textbook(q, k, v, scale):
+  q, k, v = (np.asarray(a, np.float64) for a in (q, k, v))
+  logits = np.einsum('bqhd,bkhd->bhqk', q, k) * scale
+  w = np.exp(logits - logits.max(-1, keepdims=True))
+  w /= w.sum(-1, keepdims=True)
+  return np.einsum('bhqk,bkhd->bqhd', w, v)
+
+
+# tokens not a multiple of 16 (padding), one query (the class-token block),
+# head_dim 16/48/96 (one, three and six vectors), the card S/16's shape
+@pytest.mark.parametrize('b,tq,t,h,d', [(2, 13, 13, 3, 16), (3, 1, 50, 2, 64), (1, 17, 17, 1, 48),
+                                         (2, 197, 197, 8, 96), (2, 32, 32, 2, 16)])
+def test_values_and_gradients_match_xla_attention(b, tq, t, h, d):
+  q, k, v, dy = _operands(b, tq, t, h, d)
+  scale = d ** -0.5 * 1.3
+  y, vjp = jax.vjp(jax.jit(lambda *a: cpu_kernels.attend(*a, scale)), q, k, v)
+  np.testing.assert_allclose(np.asarray(y), _textbook(q, k, v, scale), atol=3e-6, rtol=1e-5)
+  want = jax.vjp(lambda *a: attention.attend(*a, scale), q, k, v)[1](dy)
+  for name, got, ref in zip('qkv', vjp(dy), want):
+    err = float(jnp.abs(got - ref).max() / jnp.abs(ref).max())
+    assert err < 5e-6, f'd{name}: relative error {err}'
+
+
+def test_vmap_runs_the_kernel_per_element():
+  q, k, v, _ = _operands(2, 5, 5, 2, 16)
+  stacked = [jnp.stack([a, 2 * a]) for a in (q, k, v)]
+  out = jax.vmap(lambda *a: cpu_kernels.attend(*a, 0.25))(*stacked)
+  np.testing.assert_allclose(np.asarray(out[1]), _textbook(2 * q, 2 * k, 2 * v, 0.25),
+                             atol=1e-5, rtol=1e-5)
+
+
+def test_the_library_is_built_once_per_source(tmp_path, monkeypatch):
+  monkeypatch.setenv('VIT_JAX_CACHE', str(tmp_path))
+  first = cpu_kernels._compile(cpu_kernels.SOURCE, jax.ffi.include_dir())
+  assert first.parent == tmp_path and first.stat().st_size > 0
+  stamp = first.stat().st_mtime_ns
+  assert cpu_kernels._compile(cpu_kernels.SOURCE, jax.ffi.include_dir()) == first
+  assert first.stat().st_mtime_ns == stamp
+  source = tmp_path / 'changed.cc'
+  source.write_text(cpu_kernels.SOURCE.read_text() + '\n// changed\n')
+  assert cpu_kernels._compile(source, jax.ffi.include_dir()) != first
+  assert sorted(p.suffix for p in tmp_path.iterdir()) == ['.cc', '.so', '.so']  # no leftovers
+
+
+def test_no_compiler_is_one_clear_error(tmp_path, monkeypatch):
+  monkeypatch.setenv('VIT_JAX_CACHE', str(tmp_path))
+  monkeypatch.setenv('CXX', 'no-such-compiler')
+  with pytest.raises(RuntimeError, match="no C.. compiler 'no-such-compiler'"):
+    cpu_kernels._compile(cpu_kernels.SOURCE, jax.ffi.include_dir())
+  monkeypatch.setenv('CXX', 'c++')
+  with pytest.raises(RuntimeError, match='failed on'):
+    cpu_kernels._compile(cpu_kernels.SOURCE, str(tmp_path))  # no FFI headers there
+  assert not any(tmp_path.glob('*.so'))
+
+
+def test_auto_picks_the_kernel_on_one_cpu_device_in_float32(monkeypatch):
+  assert jax.device_count() == 1
+  assert attention.resolve_impl('auto', jnp.float32, 64, 'cpu') == 'cpu'
+  assert attention.resolve_impl('auto', jnp.float32, 72, 'cpu') == 'xla'  # not whole vectors
+  assert attention.resolve_impl('auto', jnp.bfloat16, 64, 'cpu') == 'xla'
+  assert attention.resolve_impl('cpu', jnp.float32, 64, 'cpu') == 'cpu'
+  with pytest.raises(ValueError, match="attention_impl='cpu' needs"):
+    attention.resolve_impl('cpu', jnp.bfloat16, 64, 'cpu')
+  monkeypatch.setattr(cpu_kernels, 'available', lambda: False)
+  assert attention.resolve_impl('auto', jnp.float32, 64, 'cpu') == 'xla'
+  with pytest.raises(ValueError, match='a C.. compiler'):
+    attention.resolve_impl('cpu', jnp.float32, 64, 'cpu')
+
+
+def test_the_model_computes_the_same_with_either_attention():
+  x = jax.random.normal(jax.random.PRNGKey(1), (2, 9, 32))
+  kernel = attention.MultiHeadDotProductAttention(num_heads=2, attention_impl='cpu')
+  xla = attention.MultiHeadDotProductAttention(num_heads=2, attention_impl='xla')
+  params = xla.init(jax.random.PRNGKey(0), x)
+
+  def loss(m, p):
+    return jnp.sum(jnp.sin(m.apply(p, x)))
+  assert 'vit_attention_cpu_forward' in jax.jit(kernel.apply).lower(params, x).as_text()
+  np.testing.assert_allclose(np.asarray(kernel.apply(params, x)), np.asarray(xla.apply(params, x)),
+                             atol=2e-6)
+  gk, gx = (jax.grad(lambda p, m=m: loss(m, p))(params) for m in (kernel, xla))
+  for a, b in zip(jax.tree.leaves(gk), jax.tree.leaves(gx)):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-5, rtol=1e-5)
+
+
+def test_transpose_and_the_dense_layer_gradients():
+  x = jax.random.normal(jax.random.PRNGKey(0), (37, 53))  # not whole tiles
+  np.testing.assert_array_equal(np.asarray(cpu_kernels.transpose(x)), np.asarray(x).T)
+  ks = jax.random.split(jax.random.PRNGKey(1), 3)
+  x, w, b = (jax.random.normal(k, s) for k, s in zip(ks, [(2, 5, 16), (16, 24), (24,)]))
+
+  def loss(f):
+    return lambda *a: jnp.sum(jnp.sin(f(*a)))
+  plain = jax.grad(loss(lambda x, w, b: x @ w + b), argnums=(0, 1, 2))(x, w, b)
+  fast = jax.jit(jax.grad(loss(cpu_kernels.linear), argnums=(0, 1, 2)))
+  assert 'vit_transpose_cpu' in fast.lower(x, w, b).as_text()
+  for got, want in zip(fast(x, w, b), plain):
+    np.testing.assert_allclose(np.asarray(got), np.asarray(want), atol=1e-5, rtol=1e-5)

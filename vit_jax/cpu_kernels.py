@@ -1,0 +1,154 @@
+"""Float32 kernels for XLA:CPU, from `kernels/cpu_kernels.cc`, where XLA:CPU
+is slow (BENCHMARKS.md):
+- fused attention: XLA:CPU computes attention's batched matmuls on one
+  thread; the kernel shares the (image, head) pairs among XLA's intra-op
+  threads and keeps each pair's scores in cache;
+- a dense layer whose weight gradient x^T dy reads a transposed copy of x
+  made by the kernel: given x as it is, XLA:CPU computes that product
+  with its own matmul at under half the speed of its YNNPACK one, and its
+  own transposes of these shapes are slower than the difference.
+
+The library is compiled with the machine's
+C++ compiler on first use, for this CPU (`-march=native`), into
+`$VIT_JAX_CACHE` (default `~/.cache/vit_jax`); where that fails (no
+compiler, no headers), `available()` is False and the model keeps XLA's
+attention, with one warning saying why.
+"""
+from __future__ import annotations
+
+import ctypes
+import functools
+import hashlib
+import logging
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+SOURCE = Path(__file__).parent / 'kernels' / 'cpu_kernels.cc'
+FORWARD, BACKWARD = 'vit_attention_cpu_forward', 'vit_attention_cpu_backward'
+TRANSPOSE = 'vit_transpose_cpu'
+LANES = 16  # the kernel's vector width in floats: head_dim must be a multiple
+
+
+def _cache_dir() -> Path:
+  return Path(os.environ.get('VIT_JAX_CACHE', Path.home() / '.cache' / 'vit_jax'))
+
+
+def _cpu_identity() -> str:
+  """The CPU's model and feature flags: `-march=native` code runs only on its
+  kind, and a cache in a shared home directory may see several kinds."""
+  try:
+    lines = Path('/proc/cpuinfo').read_text().splitlines()
+  except OSError:
+    return platform.machine() + platform.processor()
+  wanted = ('model name', 'flags', 'Features')
+  return '\n'.join(sorted({line for line in lines if line.startswith(wanted)}))
+
+
+def _compile(source: Path, include_dir: str) -> Path:
+  """The shared library for `source`, built once per source, jax version,
+  compiler and kind of CPU."""
+  compiler = os.environ.get('CXX', 'c++')
+  if shutil.which(compiler) is None:
+    raise RuntimeError(f'no C++ compiler {compiler!r} (set CXX)')
+  flags = ['-O3', '-march=native', '-std=c++17', '-shared', '-fPIC', f'-I{include_dir}']
+  key = hashlib.sha256(source.read_bytes() + ' '.join(
+      [compiler, jax.__version__, _cpu_identity()] + flags).encode()).hexdigest()[:16]
+  target = _cache_dir() / f'cpu_kernels-{key}.so'
+  if target.exists():
+    return target
+  target.parent.mkdir(parents=True, exist_ok=True)
+  with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
+    built = Path(tmp) / target.name
+    run = subprocess.run([compiler, *flags, str(source), '-o', str(built)],
+                         capture_output=True, text=True)
+    if run.returncode:
+      raise RuntimeError(f'{compiler} failed on {source}: {run.stderr.strip()[-500:]}')
+    os.replace(built, target)  # atomic: concurrent processes each build, one file wins
+  return target
+
+
+@functools.lru_cache(maxsize=None)
+def available() -> bool:
+  """Whether the kernel is built and registered with XLA:CPU (once per process)."""
+  try:
+    library = ctypes.cdll.LoadLibrary(str(_compile(SOURCE, jax.ffi.include_dir())))
+  except (OSError, RuntimeError) as e:
+    logging.warning('CPU attention kernel unavailable, using XLA attention: %s', e)
+    return False
+  jax.ffi.register_ffi_target(FORWARD, jax.ffi.pycapsule(library.VitAttentionForward),
+                              platform='cpu')
+  jax.ffi.register_ffi_target(TRANSPOSE, jax.ffi.pycapsule(library.VitTranspose), platform='cpu')
+  jax.ffi.register_ffi_target(BACKWARD, jax.ffi.pycapsule(library.VitAttentionBackward),
+                              platform='cpu')
+  return True
+
+
+def supports(q: jax.Array, k: jax.Array) -> bool:
+  """Whether the kernel takes these operands (float32, head_dim a multiple of 16)."""
+  return (q.dtype == k.dtype == jnp.float32 and q.shape[-1] % LANES == 0
+          and q.ndim == k.ndim == 4)
+
+
+def _forward(q, k, v, scale):
+  """(y, the softmax weights (batch, heads, queries, tokens rounded up to LANES))."""
+  b, tq, h, _ = q.shape
+  padded = -(-k.shape[1] // LANES) * LANES
+  return jax.ffi.ffi_call(
+      FORWARD, (jax.ShapeDtypeStruct(q.shape, q.dtype),
+                jax.ShapeDtypeStruct((b, h, tq, padded), jnp.float32)),
+      vmap_method='sequential')(q, k, v, scale=np.float32(scale))
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
+def attend(q: jax.Array, k: jax.Array, v: jax.Array, scale: float) -> jax.Array:
+  """softmax(q k^T * scale) v for q (batch, queries, heads, head_dim) and k, v
+  (batch, tokens, heads, head_dim), float32; needs `available()`."""
+  return _forward(q, k, v, scale)[0]
+
+
+def _attend_fwd(q, k, v, scale):
+  y, weights = _forward(q, k, v, scale)
+  return y, (q, k, v, y, weights)
+
+
+def _attend_bwd(scale, residuals, dy):
+  q, k, v, _, _ = residuals
+  return tuple(jax.ffi.ffi_call(
+      BACKWARD, tuple(jax.ShapeDtypeStruct(x.shape, x.dtype) for x in (q, k, v)),
+      vmap_method='sequential')(*residuals, dy, scale=np.float32(scale)))
+
+
+attend.defvjp(_attend_fwd, _attend_bwd)
+
+
+def transpose(x: jax.Array) -> jax.Array:
+  """x.T of a float32 matrix, materialised; needs `available()`."""
+  return jax.ffi.ffi_call(TRANSPOSE, jax.ShapeDtypeStruct(x.shape[::-1], x.dtype),
+                          vmap_method='sequential')(x)
+
+
+@jax.custom_vjp
+def linear(x: jax.Array, kernel: jax.Array, bias: jax.Array) -> jax.Array:
+  """x @ kernel + bias over the last axis of x, float32; needs `available()`."""
+  return x @ kernel + bias
+
+
+def _linear_fwd(x, kernel, bias):
+  return linear(x, kernel, bias), (x, kernel)
+
+
+def _linear_bwd(residuals, dy):
+  x, kernel = residuals
+  rows, dy_rows = x.reshape(-1, x.shape[-1]), dy.reshape(-1, dy.shape[-1])
+  return dy @ kernel.T, transpose(rows) @ dy_rows, dy_rows.sum(0)
+
+
+linear.defvjp(_linear_fwd, _linear_bwd)

@@ -1,0 +1,287 @@
+// Float32 kernels for XLA:CPU as FFI custom calls: fused multi-head
+// attention (forward, backward) and a matrix transpose.
+//
+// Why: XLA:CPU runs attention's batched matmuls (batch x heads of
+// tokens x head_dim products) on one thread at about 75 GFLOP/s. Here each
+// (image, head) pair is one task, the tasks are shared among XLA's
+// intra-op threads, and the scores stay in cache between the two matmuls
+// and the softmax (a (tokens, tokens) block is 155 KB at 197 tokens).
+//
+// Layout: q (batch, queries, heads, head_dim), k and v (batch, tokens,
+// heads, head_dim), as the projections produce them; head_dim % 16 == 0.
+// Forward: y = softmax(scale q k^T) v, and the weights themselves
+// (batch, heads, queries, tokens rounded up to 16), kept for the backward
+// pass as XLA's own attention keeps them.
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "xla/ffi/api/ffi.h"
+
+namespace ffi = xla::ffi;
+
+namespace {
+
+// One vector of 16 floats: a zmm register with AVX-512, two or four
+// narrower ones elsewhere (GCC and Clang vector extensions).
+typedef float vf __attribute__((vector_size(64)));
+typedef int32_t vi __attribute__((vector_size(64)));
+constexpr int kLanes = 16;
+
+inline vf load(const float* p) { vf v; __builtin_memcpy(&v, p, sizeof v); return v; }
+inline void store(float* p, vf v) { __builtin_memcpy(p, &v, sizeof v); }
+inline vf splat(float x) { return vf{} + x; }
+inline float hsum(vf v) { float s = 0; for (int i = 0; i < kLanes; ++i) s += v[i]; return s; }
+inline float hmax(vf v) { float m = v[0]; for (int i = 1; i < kLanes; ++i) m = std::max(m, v[i]); return m; }
+
+// exp(x) to about 1 ulp: 2^n e^r, |r| <= ln2/2, Cephes' polynomial for e^r.
+inline vf vexp(vf x) {
+  x = x < splat(-87.3f) ? splat(-87.3f) : x;
+  x = x > splat(88.3f) ? splat(88.3f) : x;
+  const vf magic = splat(12582912.0f);  // 1.5 * 2^23: adding it rounds to an integer
+  vf t = x * splat(1.44269504088896341f) + magic;
+  vf n = t - magic;
+  vf r = x - n * splat(0.693359375f) + n * splat(2.12194440e-4f);
+  vf p = splat(1.9875691500e-4f);
+  p = p * r + splat(1.3981999507e-3f);
+  p = p * r + splat(8.3334519073e-3f);
+  p = p * r + splat(4.1665795894e-2f);
+  p = p * r + splat(1.6666665459e-1f);
+  p = p * r + splat(5.0000001201e-1f);
+  p = p * r * r + r + splat(1.0f);
+  vi bits; __builtin_memcpy(&bits, &t, sizeof bits);
+  vi scale = (bits - vi{} - 0x4B400000) << 23;  // n as 2^n's exponent bits
+  vi pb; __builtin_memcpy(&pb, &p, sizeof pb);
+  pb += scale;
+  vf out; __builtin_memcpy(&out, &pb, sizeof out);
+  return out;
+}
+
+// C[MR x 16 NV] = A[MR x K] B[K x 16 NV]: A's elements broadcast, B's rows
+// loaded. A is row-major with row stride lda, or with kTransA column-major
+// (A^T row-major) with that stride: the strides are constants in the loop.
+template <int MR, int NV, bool kTransA>
+inline void micro(int K, const float* A, int64_t lda, const float* B, int64_t ldb,
+                  float* C, int64_t ldc) {
+  vf acc[MR][NV];
+  for (int r = 0; r < MR; ++r) for (int v = 0; v < NV; ++v) acc[r][v] = vf{};
+  for (int k = 0; k < K; ++k) {
+    vf b[NV];
+    for (int v = 0; v < NV; ++v) b[v] = load(B + k * ldb + kLanes * v);
+    for (int r = 0; r < MR; ++r) {
+      vf a = splat(kTransA ? A[k * lda + r] : A[r * lda + k]);
+      for (int v = 0; v < NV; ++v) acc[r][v] += a * b[v];
+    }
+  }
+  for (int r = 0; r < MR; ++r)
+    for (int v = 0; v < NV; ++v) store(C + r * ldc + kLanes * v, acc[r][v]);
+}
+
+template <int NV, bool kTransA>
+void row_panel(int M, int K, const float* A, int64_t lda, const float* B, int64_t ldb,
+               float* C, int64_t ldc) {
+  constexpr int MR = NV == 3 ? 8 : 12;  // 24 or fewer accumulators of 32 registers
+  const int64_t row_step = kTransA ? 1 : lda;
+  int i = 0;
+  for (; i + MR <= M; i += MR)
+    micro<MR, NV, kTransA>(K, A + i * row_step, lda, B, ldb, C + i * ldc, ldc);
+  A += i * row_step;
+  C += i * ldc;
+  switch (M - i) {
+#define VIT_TAIL(m) case m: micro<m, NV, kTransA>(K, A, lda, B, ldb, C, ldc); break;
+    VIT_TAIL(1) VIT_TAIL(2) VIT_TAIL(3) VIT_TAIL(4) VIT_TAIL(5) VIT_TAIL(6)
+    VIT_TAIL(7) VIT_TAIL(8) VIT_TAIL(9) VIT_TAIL(10) VIT_TAIL(11)
+#undef VIT_TAIL
+    default: break;
+  }
+}
+
+// C[M x N] = A[M x K] B[K x N] (A^T given when kTransA); B and C row-major
+// with row strides, N % 16 == 0.
+template <bool kTransA = false>
+void gemm(int M, int N, int K, const float* A, int64_t lda, const float* B, int64_t ldb,
+          float* C, int64_t ldc) {
+  int j = 0;
+  for (; j + 3 * kLanes <= N; j += 3 * kLanes)
+    row_panel<3, kTransA>(M, K, A, lda, B + j, ldb, C + j, ldc);
+  if (N - j == 2 * kLanes) row_panel<2, kTransA>(M, K, A, lda, B + j, ldb, C + j, ldc);
+  if (N - j == kLanes) row_panel<1, kTransA>(M, K, A, lda, B + j, ldb, C + j, ldc);
+}
+
+int round_up(int n) { return (n + kLanes - 1) / kLanes * kLanes; }
+
+// dst[D x ldd] = src[rows x D]^T (src rows ld apart), columns rows..ldd zero.
+void pack_transposed(int rows, int D, const float* src, int64_t ld, float* dst, int ldd) {
+  for (int d = 0; d < D; ++d) std::fill(dst + d * ldd + rows, dst + (d + 1) * ldd, 0.0f);
+  for (int i = 0; i < rows; ++i)
+    for (int d = 0; d < D; ++d) dst[d * ldd + i] = src[i * ld + d];
+}
+
+struct Shape {
+  int B, Tq, T, H, D;
+  int Tp() const { return round_up(T); }      // keys, padded to whole vectors
+  int64_t ld() const { return int64_t{H} * D; }  // the row stride of q, k, v, y
+  int64_t q_offset(int bh) const { return (int64_t{bh / H} * Tq * H + bh % H) * D; }
+  int64_t kv_offset(int bh) const { return (int64_t{bh / H} * T * H + bh % H) * D; }
+};
+
+// Runs task(0..n-1) on XLA's intra-op threads and this one; returns when all are done.
+template <typename F>
+void parallel_for(ffi::ThreadPool& pool, int n, F task) {
+  struct State { std::atomic<int> next{0}, done{0}; };
+  auto state = std::make_shared<State>();
+  auto work = [state, n, task]() {
+    for (int i; (i = state->next.fetch_add(1)) < n;) {
+      task(i);
+      state->done.fetch_add(1, std::memory_order_release);
+    }
+  };
+  int helpers = std::min<int64_t>(pool.num_threads(), n) - 1;
+  for (int h = 0; h < helpers; ++h) pool.Schedule([work] { work(); });
+  work();
+  while (state->done.load(std::memory_order_acquire) < n) { /* a helper finishes its task */ }
+}
+
+// y = P v with P = softmax(scale q k^T), the weights P kept for the backward pass.
+void forward_task(const Shape& s, float scale, int bh, const float* q, const float* k,
+                  const float* v, float* y, float* probs) {
+  const int Tp = s.Tp();
+  const int64_t ld = s.ld();
+  float* p = probs + int64_t{bh} * s.Tq * Tp;
+  thread_local std::vector<float> kt;
+  kt.resize(static_cast<size_t>(s.D) * Tp);
+  pack_transposed(s.T, s.D, k + s.kv_offset(bh), ld, kt.data(), Tp);
+  gemm(s.Tq, Tp, s.D, q + s.q_offset(bh), ld, kt.data(), Tp, p, Tp);
+  for (int i = 0; i < s.Tq; ++i) {
+    float* row = p + i * Tp;
+    for (int j = s.T; j < Tp; ++j) row[j] = -INFINITY;
+    vf m = load(row);
+    for (int j = kLanes; j < Tp; j += kLanes) { vf x = load(row + j); m = x > m ? x : m; }
+    const vf shift = splat(scale * hmax(m));
+    vf sum = vf{};
+    for (int j = 0; j < Tp; j += kLanes) {
+      vf e = vexp(load(row + j) * splat(scale) - shift);
+      store(row + j, e);
+      sum += e;
+    }
+    const vf inv = splat(1.0f / hsum(sum));
+    for (int j = 0; j < Tp; j += kLanes) store(row + j, load(row + j) * inv);
+    for (int j = s.T; j < Tp; ++j) row[j] = 0.0f;
+  }
+  gemm(s.Tq, s.D, s.T, p, Tp, v + s.kv_offset(bh), ld, y + s.q_offset(bh), ld);
+}
+
+// dv = P^T dy, dS = P (dy v^T - rowsum(dy y)) scale, dk = dS^T q, dq = dS k.
+void backward_task(const Shape& s, float scale, int bh, const float* q, const float* k,
+                   const float* v, const float* y, const float* probs, const float* dy,
+                   float* dq, float* dk, float* dv) {
+  const int Tp = s.Tp();
+  const int64_t ld = s.ld(), qo = s.q_offset(bh), kvo = s.kv_offset(bh);
+  const float* p = probs + int64_t{bh} * s.Tq * Tp;
+  thread_local std::vector<float> vt, ds;
+  vt.resize(static_cast<size_t>(s.D) * Tp);
+  ds.resize(static_cast<size_t>(s.Tq) * Tp);
+  pack_transposed(s.T, s.D, v + kvo, ld, vt.data(), Tp);
+  gemm(s.Tq, Tp, s.D, dy + qo, ld, vt.data(), Tp, ds.data(), Tp);
+  for (int i = 0; i < s.Tq; ++i) {
+    vf acc = vf{};
+    for (int d = 0; d < s.D; d += kLanes) acc += load(dy + qo + i * ld + d) * load(y + qo + i * ld + d);
+    const vf delta = splat(hsum(acc));
+    float* g = ds.data() + i * Tp;
+    for (int j = 0; j < Tp; j += kLanes)
+      store(g + j, load(p + i * Tp + j) * (load(g + j) - delta) * splat(scale));
+  }
+  gemm<true>(s.T, s.D, s.Tq, p, Tp, dy + qo, ld, dv + kvo, ld);
+  gemm<true>(s.T, s.D, s.Tq, ds.data(), Tp, q + qo, ld, dk + kvo, ld);
+  gemm(s.Tq, s.D, s.T, ds.data(), Tp, k + kvo, ld, dq + qo, ld);
+}
+
+ffi::ErrorOr<Shape> shape_of(ffi::Buffer<ffi::F32>& q, ffi::Buffer<ffi::F32>& k) {
+  auto qd = q.dimensions(), kd = k.dimensions();
+  if (qd.size() != 4 || kd.size() != 4 || qd[0] != kd[0] || qd[2] != kd[2] || qd[3] != kd[3])
+    return ffi::Unexpected(ffi::Error::InvalidArgument("attention_cpu: q and k must be (batch, tokens, heads, head_dim)"));
+  if (kd[3] % kLanes != 0)
+    return ffi::Unexpected(ffi::Error::InvalidArgument("attention_cpu: head_dim must be a multiple of 16"));
+  return Shape{int(qd[0]), int(qd[1]), int(kd[1]), int(qd[2]), int(qd[3])};
+}
+
+ffi::Error Forward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> q, ffi::Buffer<ffi::F32> k,
+                   ffi::Buffer<ffi::F32> v, float scale, ffi::ResultBuffer<ffi::F32> y,
+                   ffi::ResultBuffer<ffi::F32> probs) {
+  auto s = shape_of(q, k);
+  if (s.has_error()) return s.error();
+  parallel_for(pool, s->B * s->H, [&, s = *s](int bh) {
+    forward_task(s, scale, bh, q.typed_data(), k.typed_data(), v.typed_data(),
+                 y->typed_data(), probs->typed_data());
+  });
+  return ffi::Error::Success();
+}
+
+ffi::Error Backward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> q, ffi::Buffer<ffi::F32> k,
+                    ffi::Buffer<ffi::F32> v, ffi::Buffer<ffi::F32> y, ffi::Buffer<ffi::F32> probs,
+                    ffi::Buffer<ffi::F32> dy, float scale, ffi::ResultBuffer<ffi::F32> dq,
+                    ffi::ResultBuffer<ffi::F32> dk, ffi::ResultBuffer<ffi::F32> dv) {
+  auto s = shape_of(q, k);
+  if (s.has_error()) return s.error();
+  parallel_for(pool, s->B * s->H, [&, s = *s](int bh) {
+    backward_task(s, scale, bh, q.typed_data(), k.typed_data(), v.typed_data(), y.typed_data(),
+                  probs.typed_data(), dy.typed_data(), dq->typed_data(), dk->typed_data(),
+                  dv->typed_data());
+  });
+  return ffi::Error::Success();
+}
+
+// out[C x R] = in[R x C]^T in 32 x 32 tiles, bands of 32 input columns per task.
+ffi::Error Transpose(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> in,
+                     ffi::ResultBuffer<ffi::F32> out) {
+  auto dims = in.dimensions();
+  if (dims.size() != 2) return ffi::Error::InvalidArgument("transpose: a matrix is expected");
+  const int64_t R = dims[0], C = dims[1];
+  constexpr int64_t kTile = 32;
+  const float* src = in.typed_data();
+  float* dst = out->typed_data();
+  parallel_for(pool, int((C + kTile - 1) / kTile), [=](int band) {
+    const int64_t c0 = band * kTile, c1 = std::min(C, c0 + kTile);
+    for (int64_t r0 = 0; r0 < R; r0 += kTile) {
+      const int64_t r1 = std::min(R, r0 + kTile);
+      for (int64_t c = c0; c < c1; ++c)
+        for (int64_t r = r0; r < r1; ++r) dst[c * R + r] = src[r * C + c];
+    }
+  });
+  return ffi::Error::Success();
+}
+
+}  // namespace
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(VitTranspose, Transpose,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>());
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(VitAttentionForward, Forward,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Attr<float>("scale")
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>());
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(VitAttentionBackward, Backward,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Attr<float>("scale")
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>());

@@ -56,3 +56,12 @@ def tiny_overrides():
   """A ViT small enough for CLI tests that run in a second."""
   return dict(image_size=32, patch_size=8, hidden_size=32, num_layers=1, num_heads=2,
               mlp_dim=64, num_classes=10)
+
+
+def textbook_attention(q, k, v, scale):
+  """softmax(q k^T * scale) v in float64, for (batch, tokens, heads, head_dim) arrays."""
+  q, k, v = (np.asarray(a, np.float64) for a in (q, k, v))
+  logits = np.einsum('bqhd,bkhd->bhqk', q, k) * scale
+  w = np.exp(logits - logits.max(-1, keepdims=True))
+  w /= w.sum(-1, keepdims=True)
+  return np.einsum('bhqk,bkhd->bqhd', w, v)

@@ -4,6 +4,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from conftest import textbook_attention
 from vit_jax import attention
 
 
@@ -12,22 +13,15 @@ def _qkv(b=2, t=7, h=3, d=8, seed=0):
   return [jax.random.normal(k, (b, t, h, d)) for k in ks]
 
 
-def _textbook(q, k, v, scale):
-  q, k, v = (np.asarray(a, np.float64) for a in (q, k, v))
-  logits = np.einsum('bqhd,bkhd->bhqk', q, k) * scale
-  w = np.exp(logits - logits.max(-1, keepdims=True))
-  w /= w.sum(-1, keepdims=True)
-  return np.einsum('bhqk,bkhd->bqhd', w, v)
-
-
 @pytest.mark.parametrize('scale', [8 ** -0.5, 0.3])
 def test_attend_matches_the_textbook_softmax(scale):
   q, k, v = _qkv()
   out = jax.jit(attention.attend, static_argnums=3)(q, k, v, scale)
-  np.testing.assert_allclose(np.asarray(out), _textbook(q, k, v, scale), atol=2e-6)
+  want = textbook_attention(q, k, v, scale)
+  np.testing.assert_allclose(np.asarray(out), want, atol=2e-6)
   # queries from the first token only: the first row of the full result
   first = attention.attend(q[:, :1], k, v, scale)
-  np.testing.assert_allclose(np.asarray(first), _textbook(q, k, v, scale)[:, :1], atol=2e-6)
+  np.testing.assert_allclose(np.asarray(first), want[:, :1], atol=2e-6)
 
 
 def test_attend_gradients_match_the_textbook_softmax():
@@ -49,8 +43,8 @@ def test_bfloat16_attend_keeps_float32_statistics():
   q = q * 4
   out = attention.attend(*(a.astype(jnp.bfloat16) for a in (q, k, v)), 8 ** -0.5)
   assert out.dtype == jnp.bfloat16
-  ref = _textbook(*(np.asarray(a.astype(jnp.bfloat16), np.float32) for a in (q, k, v)),
-                  8 ** -0.5)
+  ref = textbook_attention(*(np.asarray(a.astype(jnp.bfloat16), np.float32) for a in (q, k, v)),
+                           8 ** -0.5)
   err = np.abs(np.asarray(out, np.float32) - ref).max()
   assert err < 0.02 * np.abs(ref).max()
 

@@ -1,15 +1,17 @@
-"""The fused CPU attention kernel: XLA's attention's values and gradients,
-its build cache, and when the model picks it."""
+"""The CPU kernels: attention with XLA's attention's values and gradients,
+the transpose behind the dense layer's weight gradient, the build cache,
+and when the model picks them."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from conftest import textbook_attention
 from vit_jax import attention, cpu_kernels
 
 pytestmark = pytest.mark.skipif(not cpu_kernels.available(),
-                                reason='no C++ compiler for the CPU attention kernel')
+                                reason='no C++ compiler for the CPU kernels')
 
 
 def _operands(b, tq, t, h, d, seed=0):
@@ -17,14 +19,6 @@ def _operands(b, tq, t, h, d, seed=0):
   q = 2 * jax.random.normal(ks[0], (b, tq, h, d))  # peaked weights, not near-uniform ones
   k, v = (jax.random.normal(key, (b, t, h, d)) for key in ks[1:3])
   return q, k, v, jax.random.normal(ks[3], (b, tq, h, d))
-
-
-def _textbook(q, k, v, scale):
-  q, k, v = (np.asarray(a, np.float64) for a in (q, k, v))
-  logits = np.einsum('bqhd,bkhd->bhqk', q, k) * scale
-  w = np.exp(logits - logits.max(-1, keepdims=True))
-  w /= w.sum(-1, keepdims=True)
-  return np.einsum('bhqk,bkhd->bqhd', w, v)
 
 
 # tokens not a multiple of 16 (padding), one query (the class-token block),
@@ -35,7 +29,8 @@ def test_values_and_gradients_match_xla_attention(b, tq, t, h, d):
   q, k, v, dy = _operands(b, tq, t, h, d)
   scale = d ** -0.5 * 1.3
   y, vjp = jax.vjp(jax.jit(lambda *a: cpu_kernels.attend(*a, scale)), q, k, v)
-  np.testing.assert_allclose(np.asarray(y), _textbook(q, k, v, scale), atol=3e-6, rtol=1e-5)
+  np.testing.assert_allclose(np.asarray(y), textbook_attention(q, k, v, scale),
+                             atol=3e-6, rtol=1e-5)
   want = jax.vjp(lambda *a: attention.attend(*a, scale), q, k, v)[1](dy)
   for name, got, ref in zip('qkv', vjp(dy), want):
     err = float(jnp.abs(got - ref).max() / jnp.abs(ref).max())
@@ -46,7 +41,7 @@ def test_vmap_runs_the_kernel_per_element():
   q, k, v, _ = _operands(2, 5, 5, 2, 16)
   stacked = [jnp.stack([a, 2 * a]) for a in (q, k, v)]
   out = jax.vmap(lambda *a: cpu_kernels.attend(*a, 0.25))(*stacked)
-  np.testing.assert_allclose(np.asarray(out[1]), _textbook(2 * q, 2 * k, 2 * v, 0.25),
+  np.testing.assert_allclose(np.asarray(out[1]), textbook_attention(2 * q, 2 * k, 2 * v, 0.25),
                              atol=1e-5, rtol=1e-5)
 
 

@@ -77,24 +77,18 @@ def _compile(source: Path, include_dir: str) -> Path:
 
 @functools.lru_cache(maxsize=None)
 def available() -> bool:
-  """Whether the kernel is built and registered with XLA:CPU (once per process)."""
+  """Whether the kernels are built and registered with XLA:CPU (once per process)."""
   try:
     library = ctypes.cdll.LoadLibrary(str(_compile(SOURCE, jax.ffi.include_dir())))
   except (OSError, RuntimeError) as e:
-    logging.warning('CPU attention kernel unavailable, using XLA attention: %s', e)
+    logging.warning("CPU kernels unavailable, using XLA's attention and matmuls: %s", e)
     return False
   jax.ffi.register_ffi_target(FORWARD, jax.ffi.pycapsule(library.VitAttentionForward),
                               platform='cpu')
-  jax.ffi.register_ffi_target(TRANSPOSE, jax.ffi.pycapsule(library.VitTranspose), platform='cpu')
   jax.ffi.register_ffi_target(BACKWARD, jax.ffi.pycapsule(library.VitAttentionBackward),
                               platform='cpu')
+  jax.ffi.register_ffi_target(TRANSPOSE, jax.ffi.pycapsule(library.VitTranspose), platform='cpu')
   return True
-
-
-def supports(q: jax.Array, k: jax.Array) -> bool:
-  """Whether the kernel takes these operands (float32, head_dim a multiple of 16)."""
-  return (q.dtype == k.dtype == jnp.float32 and q.shape[-1] % LANES == 0
-          and q.ndim == k.ndim == 4)
 
 
 def _forward(q, k, v, scale):

@@ -111,7 +111,8 @@ class Encoder1DBlock(nn.Module):
     y = nn.LayerNorm(epsilon=self.layer_norm_eps, dtype=self.dtype)(x)
     cpu = resolve_impl(self.attention_impl, self.dtype, x.shape[-1] // self.num_heads) == 'cpu'
     y = MlpBlock(mlp_dim=self.mlp_dim, gelu_approximate=self.gelu_approximate,
-                 dropout_rate=self.dropout_rate, cpu_kernels=cpu, dtype=self.dtype)(y, deterministic)
+                 dropout_rate=self.dropout_rate, cpu_kernels=cpu,
+                 dtype=self.dtype)(y, deterministic)
     return x + y
 
 

@@ -99,6 +99,33 @@ def test_the_model_computes_the_same_with_either_attention():
     np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-5, rtol=1e-5)
 
 
+def test_the_whole_model_is_the_same_on_the_kernels_path():
+  """Patch embedding, projections, MLP and attention through the kernels:
+  the same parameter tree and initial values as XLA's path, the same logits
+  and gradients; 35 pixels leave a partial patch that both paths drop."""
+  import vit_jax
+  tiny = dict(image_size=35, patch_size=8, hidden_size=32, num_layers=2, num_heads=2, mlp_dim=64,
+              num_classes=10, qkv_bias=False)
+  fast, xla = (vit_jax.create_model('vit_base_patch16_224', **tiny, attention_impl=impl)
+               for impl in ('cpu', 'xla'))
+  x = jax.random.normal(jax.random.PRNGKey(1), (2, 35, 35, 3))
+  params, ours = (m.init(jax.random.PRNGKey(0), x) for m in (xla, fast))
+  assert jax.tree.structure(ours) == jax.tree.structure(params)
+  for a, b in zip(jax.tree.leaves(ours), jax.tree.leaves(params)):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+  params = jax.tree.map(lambda a: a + 0.05 * jax.random.normal(jax.random.PRNGKey(2), a.shape),
+                        params)  # a zero head and biases would hide the rest
+
+  def loss(m):
+    return jax.jit(jax.value_and_grad(lambda p: jnp.sum(jnp.sin(m.apply(p, x)))))
+  text = jax.jit(lambda p: fast.apply(p, x)).lower(params).as_text()
+  assert 'vit_attention_cpu_forward' in text and 'convolution' not in text
+  (lf, gf), (lx, gx) = loss(fast)(params), loss(xla)(params)
+  np.testing.assert_allclose(float(lf), float(lx), rtol=1e-5)
+  for a, b in zip(jax.tree.leaves(gf), jax.tree.leaves(gx)):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-5, rtol=1e-4)
+
+
 def test_transpose_and_the_dense_layer_gradients():
   x = jax.random.normal(jax.random.PRNGKey(0), (37, 53))  # not whole tiles
   np.testing.assert_array_equal(np.asarray(cpu_kernels.transpose(x)), np.asarray(x).T)

@@ -153,3 +153,15 @@ def test_exact_gelu_and_its_gradient_match_float64():
   approx = vit.gelu(jnp.asarray(xs), approximate=True)
   np.testing.assert_array_equal(approx, jax.nn.gelu(jnp.asarray(xs), approximate=True))
   assert np.abs(np.asarray(approx) - want).max() > 1e-4  # the two forms do differ
+
+
+def test_position_embedding_gradient_is_the_sum_over_the_batch():
+  x = jax.random.normal(jax.random.PRNGKey(0), (3, 5, 4))
+  pe = jax.random.normal(jax.random.PRNGKey(1), (1, 5, 4))
+  g = jax.random.normal(jax.random.PRNGKey(2), x.shape)
+  y, vjp = jax.vjp(vit._add_position_embs, x, pe)
+  gx, gpe = vjp(g)
+  np.testing.assert_array_equal(np.asarray(y), np.asarray(x + pe))
+  np.testing.assert_array_equal(np.asarray(gx), np.asarray(g))
+  np.testing.assert_allclose(np.asarray(gpe), np.asarray(g).sum(0, keepdims=True), atol=1e-6)
+

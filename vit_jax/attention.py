@@ -14,7 +14,8 @@ map by name. The computation is not the textbook one, for speed:
   `jax.nn.dot_product_attention` (`attention_impl='auto'` or `'cudnn'`);
 - on one CPU device in float32, the fused kernel of `vit_jax.cpu_kernels`
   (`'auto'` where it builds, or `'cpu'`): XLA:CPU runs the batched matmuls
-  above on one thread.
+  above on one thread; the projections then run as 2-D products
+  (`vit_jax.dense.Dense`).
 """
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ import jax
 import jax.numpy as jnp
 
 from vit_jax import cpu_kernels
+from vit_jax.dense import Dense
 
 Dtype = Any
 ATTENTION_IMPLS = ('auto', 'xla', 'cudnn', 'cpu')
@@ -90,8 +92,9 @@ class MultiHeadDotProductAttention(nn.Module):
     if width % self.num_heads:
       raise ValueError(f'hidden_size {width} is not divisible by num_heads {self.num_heads}')
     heads, head_dim = self.num_heads, width // self.num_heads
-    dense = lambda name, shape=(heads, head_dim), **kw: nn.DenseGeneral(  # noqa: E731
-        shape, dtype=self.dtype, kernel_init=nn.initializers.xavier_uniform(), name=name, **kw)
+    impl = resolve_impl(self.attention_impl, self.dtype, head_dim)
+    dense = lambda name, features=(heads, head_dim), **kw: Dense(  # noqa: E731
+        features, cpu_kernels=impl == 'cpu', dtype=self.dtype, name=name, **kw)
     # three projections, not one over concatenated kernels: the concatenation
     # and its split in the backward pass cost more than the larger matmul saves
     queries = x if query_tokens is None else x[:, :query_tokens]
@@ -105,12 +108,10 @@ class MultiHeadDotProductAttention(nn.Module):
       w = attention_weights(q, k, scale).astype(self.dtype)
       w = nn.Dropout(rate=self.dropout_rate, broadcast_dims=())(w, deterministic=False)
       y = jnp.einsum('bhqk,bkhd->bqhd', w, v)
+    elif impl == 'cudnn':
+      y = jax.nn.dot_product_attention(q, k, v, scale=scale, implementation='cudnn')
+    elif impl == 'cpu':
+      y = cpu_kernels.attend(q, k, v, scale)
     else:
-      impl = resolve_impl(self.attention_impl, self.dtype, head_dim)
-      if impl == 'cudnn':
-        y = jax.nn.dot_product_attention(q, k, v, scale=scale, implementation='cudnn')
-      elif impl == 'cpu':
-        y = cpu_kernels.attend(q, k, v, scale)
-      else:
-        y = attend(q, k, v, scale)
-    return dense('out', width, axis=(-2, -1))(y)
+      y = attend(q, k, v, scale)
+    return dense('out', width, in_axes=2)(y)

@@ -26,6 +26,7 @@ import shutil
 import subprocess
 import tempfile
 from pathlib import Path
+from typing import Optional
 
 import jax
 import jax.numpy as jnp
@@ -130,19 +131,19 @@ def transpose(x: jax.Array) -> jax.Array:
 
 
 @jax.custom_vjp
-def linear(x: jax.Array, kernel: jax.Array, bias: jax.Array) -> jax.Array:
-  """x @ kernel + bias over the last axis of x, float32; needs `available()`."""
-  return x @ kernel + bias
+def linear(x: jax.Array, kernel: jax.Array, bias: Optional[jax.Array]) -> jax.Array:
+  """x @ kernel (+ bias) over the last axis of x, float32; needs `available()`."""
+  return x @ kernel if bias is None else x @ kernel + bias
 
 
 def _linear_fwd(x, kernel, bias):
-  return linear(x, kernel, bias), (x, kernel)
+  return linear(x, kernel, bias), (x, kernel, bias)
 
 
 def _linear_bwd(residuals, dy):
-  x, kernel = residuals
+  x, kernel, bias = residuals
   rows, dy_rows = x.reshape(-1, x.shape[-1]), dy.reshape(-1, dy.shape[-1])
-  return dy @ kernel.T, transpose(rows) @ dy_rows, dy_rows.sum(0)
+  return (dy @ kernel.T, transpose(rows) @ dy_rows, None if bias is None else dy_rows.sum(0))
 
 
 linear.defvjp(_linear_fwd, _linear_bwd)

@@ -31,6 +31,10 @@ def test_values_and_gradients_match_xla_attention(b, tq, t, h, d):
   y, vjp = jax.vjp(jax.jit(lambda *a: cpu_kernels.attend(*a, scale)), q, k, v)
   np.testing.assert_allclose(np.asarray(y), textbook_attention(q, k, v, scale),
                              atol=3e-6, rtol=1e-5)
+  # undifferentiated, the kernel keeps no weights and computes the same y
+  inference = jax.jit(lambda *a: cpu_kernels.attend(*a, scale))
+  assert 'vit_attention_cpu_inference' in inference.lower(q, k, v).as_text()
+  np.testing.assert_array_equal(np.asarray(inference(q, k, v)), np.asarray(y))
   want = jax.vjp(lambda *a: attention.attend(*a, scale), q, k, v)[1](dy)
   for name, got, ref in zip('qkv', vjp(dy), want):
     err = float(jnp.abs(got - ref).max() / jnp.abs(ref).max())
@@ -91,7 +95,7 @@ def test_the_model_computes_the_same_with_either_attention():
 
   def loss(m, p):
     return jnp.sum(jnp.sin(m.apply(p, x)))
-  assert 'vit_attention_cpu_forward' in jax.jit(kernel.apply).lower(params, x).as_text()
+  assert 'vit_attention_cpu_inference' in jax.jit(kernel.apply).lower(params, x).as_text()
   np.testing.assert_allclose(np.asarray(kernel.apply(params, x)), np.asarray(xla.apply(params, x)),
                              atol=2e-6)
   gk, gx = (jax.grad(lambda p, m=m: loss(m, p))(params) for m in (kernel, xla))
@@ -119,7 +123,7 @@ def test_the_whole_model_is_the_same_on_the_kernels_path():
   def loss(m):
     return jax.jit(jax.value_and_grad(lambda p: jnp.sum(jnp.sin(m.apply(p, x)))))
   text = jax.jit(lambda p: fast.apply(p, x)).lower(params).as_text()
-  assert 'vit_attention_cpu_forward' in text and 'convolution' not in text
+  assert 'vit_attention_cpu_inference' in text and 'convolution' not in text
   (lf, gf), (lx, gx) = loss(fast)(params), loss(xla)(params)
   np.testing.assert_allclose(float(lf), float(lx), rtol=1e-5)
   for a, b in zip(jax.tree.leaves(gf), jax.tree.leaves(gx)):

@@ -34,6 +34,7 @@ import numpy as np
 
 SOURCE = Path(__file__).parent / 'kernels' / 'cpu_kernels.cc'
 FORWARD, BACKWARD = 'vit_attention_cpu_forward', 'vit_attention_cpu_backward'
+INFERENCE = 'vit_attention_cpu_inference'
 TRANSPOSE = 'vit_transpose_cpu'
 LANES = 16  # the kernel's vector width in floats: head_dim must be a multiple
 
@@ -86,6 +87,8 @@ def available() -> bool:
     return False
   jax.ffi.register_ffi_target(FORWARD, jax.ffi.pycapsule(library.VitAttentionForward),
                               platform='cpu')
+  jax.ffi.register_ffi_target(INFERENCE, jax.ffi.pycapsule(library.VitAttentionInference),
+                              platform='cpu')
   jax.ffi.register_ffi_target(BACKWARD, jax.ffi.pycapsule(library.VitAttentionBackward),
                               platform='cpu')
   jax.ffi.register_ffi_target(TRANSPOSE, jax.ffi.pycapsule(library.VitTranspose), platform='cpu')
@@ -105,8 +108,10 @@ def _forward(q, k, v, scale):
 @functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
 def attend(q: jax.Array, k: jax.Array, v: jax.Array, scale: float) -> jax.Array:
   """softmax(q k^T * scale) v for q (batch, queries, heads, head_dim) and k, v
-  (batch, tokens, heads, head_dim), float32; needs `available()`."""
-  return _forward(q, k, v, scale)[0]
+  (batch, tokens, heads, head_dim), float32; needs `available()`. Undifferentiated,
+  the kernel keeps no weights."""
+  return jax.ffi.ffi_call(INFERENCE, jax.ShapeDtypeStruct(q.shape, q.dtype),
+                          vmap_method='sequential')(q, k, v, scale=np.float32(scale))
 
 
 def _attend_fwd(q, k, v, scale):

@@ -41,6 +41,25 @@ def test_values_and_gradients_match_xla_attention(b, tq, t, h, d):
     assert err < 5e-6, f'd{name}: relative error {err}'
 
 
+@pytest.mark.parametrize('b,tq,t,h,d', [(2, 13, 13, 3, 16), (2, 1, 50, 2, 64)])
+def test_biases_added_by_the_kernel_are_those_of_biased_operands(b, tq, t, h, d):
+  q, k, v, dy = _operands(b, tq, t, h, d)
+  biases = tuple(jax.random.normal(jax.random.PRNGKey(i), (h, d)) for i in (7, 8, 9))
+  scale = d ** -0.5
+  biased = lambda q, k, v, bs: [x + bias for x, bias in zip((q, k, v), bs)]  # noqa: E731
+  y = jax.jit(lambda *a: cpu_kernels.attend(*a, scale, biases))(q, k, v)
+  np.testing.assert_allclose(np.asarray(y), textbook_attention(*biased(q, k, v, biases), scale),
+                             atol=5e-6, rtol=1e-5)
+  got = jax.vjp(lambda q, k, v, bs: cpu_kernels.attend(q, k, v, scale, bs), q, k, v, biases)
+  want = jax.vjp(lambda *a: attention.attend(*biased(*a), scale), q, k, v, biases)
+  np.testing.assert_allclose(np.asarray(got[0]), np.asarray(y), atol=2e-6)
+  for name, g, ref in zip(['q', 'k', 'v', 'bq', 'bk', 'bv'], jax.tree.leaves(got[1](dy)),
+                          jax.tree.leaves(want[1](dy))):
+    # the key bias's gradient is zero (it shifts each query's scores alike): absolute there
+    err = float(jnp.abs(g - ref).max() / jnp.maximum(jnp.abs(ref).max(), 1.0))
+    assert err < 5e-6, f'd{name}: relative error {err}'
+
+
 def test_vmap_runs_the_kernel_per_element():
   q, k, v, _ = _operands(2, 5, 5, 2, 16)
   stacked = [jnp.stack([a, 2 * a]) for a in (q, k, v)]
@@ -92,6 +111,8 @@ def test_the_model_computes_the_same_with_either_attention():
   kernel = attention.MultiHeadDotProductAttention(num_heads=2, attention_impl='cpu')
   xla = attention.MultiHeadDotProductAttention(num_heads=2, attention_impl='xla')
   params = xla.init(jax.random.PRNGKey(0), x)
+  params = jax.tree.map(lambda a: a + 0.1 * jax.random.normal(jax.random.PRNGKey(3), a.shape),
+                        params)  # biases away from their zero initialisation
 
   def loss(m, p):
     return jnp.sum(jnp.sin(m.apply(p, x)))

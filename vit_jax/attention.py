@@ -95,23 +95,29 @@ class MultiHeadDotProductAttention(nn.Module):
     impl = resolve_impl(self.attention_impl, self.dtype, head_dim)
     dense = lambda name, features=(heads, head_dim), **kw: Dense(  # noqa: E731
         features, cpu_kernels=impl == 'cpu', dtype=self.dtype, name=name, **kw)
+    dropout = self.dropout_rate > 0.0 and not deterministic
+    in_kernel = impl == 'cpu' and not dropout  # the kernel adds q, k and v's biases
     # three projections, not one over concatenated kernels: the concatenation
     # and its split in the backward pass cost more than the larger matmul saves
     queries = x if query_tokens is None else x[:, :query_tokens]
-    q = dense('query', use_bias=self.qkv_bias)(queries)
-    k = dense('key', use_bias=self.qkv_bias)(x)
-    v = dense('value', use_bias=self.qkv_bias)(x)
-    self.sow('intermediates', 'queries', q)  # for attention maps (predict.py); free otherwise
-    self.sow('intermediates', 'keys', k)
+    (q, bq), (k, bk), (v, bv) = (
+        dense(name, use_bias=self.qkv_bias, defer_bias=True)(inputs)
+        for name, inputs in (('query', queries), ('key', x), ('value', x)))
+    biases = None if bq is None else (bq, bk, bv)
+    if biases is not None and not in_kernel:
+      q, k, v, biases = q + bq, k + bk, v + bv, None
+    # for attention maps (predict.py); free otherwise
+    self.sow('intermediates', 'queries', q if biases is None else q + bq)
+    self.sow('intermediates', 'keys', k if biases is None else k + bk)
     scale = self.scale if self.scale is not None else head_dim ** -0.5
-    if self.dropout_rate > 0.0 and not deterministic:
+    if dropout:
       w = attention_weights(q, k, scale).astype(self.dtype)
       w = nn.Dropout(rate=self.dropout_rate, broadcast_dims=())(w, deterministic=False)
       y = jnp.einsum('bhqk,bkhd->bqhd', w, v)
     elif impl == 'cudnn':
       y = jax.nn.dot_product_attention(q, k, v, scale=scale, implementation='cudnn')
     elif impl == 'cpu':
-      y = cpu_kernels.attend(q, k, v, scale)
+      y = cpu_kernels.attend(q, k, v, scale, biases)
     else:
       y = attend(q, k, v, scale)
     return dense('out', width, in_axes=2)(y)

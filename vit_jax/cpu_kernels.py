@@ -106,24 +106,32 @@ def _forward(q, k, v, scale):
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
-def attend(q: jax.Array, k: jax.Array, v: jax.Array, scale: float) -> jax.Array:
-  """softmax(q k^T * scale) v for q (batch, queries, heads, head_dim) and k, v
-  (batch, tokens, heads, head_dim), float32; needs `available()`. Undifferentiated,
-  the kernel keeps no weights."""
+def attend(q: jax.Array, k: jax.Array, v: jax.Array, scale: float,
+           biases: Optional[tuple[jax.Array, jax.Array, jax.Array]] = None) -> jax.Array:
+  """softmax((q + bq) (k + bk)^T * scale) (v + bv) for q (batch, queries,
+  heads, head_dim), k and v (batch, tokens, heads, head_dim) and the
+  projections' biases (heads, head_dim) or None, float32; needs
+  `available()`. Undifferentiated, the kernel adds the biases and keeps no
+  weights."""
+  if biases is None:
+    biases = (jnp.zeros(q.shape[2:], q.dtype),) * 3
   return jax.ffi.ffi_call(INFERENCE, jax.ShapeDtypeStruct(q.shape, q.dtype),
-                          vmap_method='sequential')(q, k, v, scale=np.float32(scale))
+                          vmap_method='sequential')(q, k, v, *biases, scale=np.float32(scale))
 
 
-def _attend_fwd(q, k, v, scale):
+def _attend_fwd(q, k, v, scale, biases=None):
+  if biases is not None:
+    q, k, v = (x + b for x, b in zip((q, k, v), biases))
   y, weights = _forward(q, k, v, scale)
-  return y, (q, k, v, y, weights)
+  return y, (q, k, v, y, weights, biases)
 
 
 def _attend_bwd(scale, residuals, dy):
-  q, k, v, _, _ = residuals
-  return tuple(jax.ffi.ffi_call(
+  q, k, v, y, weights, biases = residuals
+  grads = jax.ffi.ffi_call(
       BACKWARD, tuple(jax.ShapeDtypeStruct(x.shape, x.dtype) for x in (q, k, v)),
-      vmap_method='sequential')(*residuals, dy, scale=np.float32(scale)))
+      vmap_method='sequential')(q, k, v, y, weights, dy, scale=np.float32(scale))
+  return (*grads, None if biases is None else tuple(g.sum((0, 1)) for g in grads))
 
 
 attend.defvjp(_attend_fwd, _attend_bwd)

@@ -13,7 +13,7 @@ weight gradients with its slow matmul (BENCHMARKS.md). Elsewhere it is the
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Union
+from typing import Any, Callable, Optional, Union
 
 import flax.linen as nn
 import jax
@@ -25,17 +25,20 @@ Dtype = Any
 
 
 class Dense(nn.Module):
-  """y = x @ kernel + bias over the last `in_axes` axes of x."""
+  """y = x @ kernel + bias over the last `in_axes` axes of x; with
+  `defer_bias`, (x @ kernel, bias or None) for a consumer that adds the bias
+  itself (the CPU attention kernel: one pass over q, k and v fewer)."""
   features: Union[int, tuple[int, ...]]
   in_axes: int = 1
   use_bias: bool = True
+  defer_bias: bool = False
   cpu_kernels: bool = False
   kernel_init: Callable = nn.initializers.xavier_uniform()
   bias_init: Callable = nn.initializers.zeros
   dtype: Dtype = jnp.float32
 
   @nn.compact
-  def __call__(self, x: jax.Array) -> jax.Array:
+  def __call__(self, x: jax.Array) -> Union[jax.Array, tuple[jax.Array, Optional[jax.Array]]]:
     features = (self.features,) if isinstance(self.features, int) else tuple(self.features)
     in_shape = x.shape[-self.in_axes:]
     n_in, n_out = math.prod(in_shape), math.prod(features)
@@ -46,10 +49,13 @@ class Dense(nn.Module):
             if self.use_bias else None)
     x = x.astype(self.dtype)
     lead = x.shape[:-self.in_axes]
+    added = None if self.defer_bias else bias
     if self.cpu_kernels:
       y = cpu_kernels.linear(x.reshape(-1, n_in), kernel.reshape(n_in, n_out),
-                             None if bias is None else bias.reshape(n_out))
-      return y.reshape(lead + features)
-    contract = tuple(range(len(lead), x.ndim)), tuple(range(self.in_axes))
-    y = jax.lax.dot_general(x, kernel, (contract, ((), ())))
-    return y if bias is None else y + bias
+                             None if added is None else added.reshape(n_out))
+      y = y.reshape(lead + features)
+    else:
+      contract = tuple(range(len(lead), x.ndim)), tuple(range(self.in_axes))
+      y = jax.lax.dot_general(x, kernel, (contract, ((), ())))
+      y = y if added is None else y + added
+    return (y, bias) if self.defer_bias else y

@@ -113,11 +113,19 @@ void gemm(int M, int N, int K, const float* A, int64_t lda, const float* B, int6
 
 int round_up(int n) { return (n + kLanes - 1) / kLanes * kLanes; }
 
-// dst[D x ldd] = src[rows x D]^T (src rows ld apart), columns rows..ldd zero.
-void pack_transposed(int rows, int D, const float* src, int64_t ld, float* dst, int ldd) {
+// dst[D x ldd] = (src[rows x D] + bias)^T (src rows ld apart, bias may be
+// null), columns rows..ldd zero.
+void pack_transposed(int rows, int D, const float* src, int64_t ld, const float* bias,
+                     float* dst, int ldd) {
   for (int d = 0; d < D; ++d) std::fill(dst + d * ldd + rows, dst + (d + 1) * ldd, 0.0f);
   for (int i = 0; i < rows; ++i)
-    for (int d = 0; d < D; ++d) dst[d * ldd + i] = src[i * ld + d];
+    for (int d = 0; d < D; ++d) dst[d * ldd + i] = src[i * ld + d] + (bias ? bias[d] : 0.0f);
+}
+
+// dst[rows x D] = src[rows x D] + bias (src rows ld apart), D % 16 == 0.
+void pack_biased(int rows, int D, const float* src, int64_t ld, const float* bias, float* dst) {
+  for (int i = 0; i < rows; ++i)
+    for (int d = 0; d < D; d += kLanes) store(dst + i * D + d, load(src + i * ld + d) + load(bias + d));
 }
 
 struct Shape {
@@ -165,19 +173,33 @@ inline void fence_streaming() {
 
 // y = P v with P = softmax(scale q k^T); with `probs`, the weights P are
 // kept there for the backward pass. P is built in a per-thread block that
-// stays in cache for the value product (197 tokens: 164 KB).
+// stays in cache for the value product (197 tokens: 164 KB). With `bias`
+// (the (heads, head_dim) biases of q, k, v, for inference), q + bq, k + bk
+// and v + bv are attended to: the first two packed, and P (v + bv) = P v + bv
+// as P's rows sum to one.
+struct Biases { const float *q, *k, *v; };
+
 void forward_task(const Shape& s, float scale, int bh, const float* q, const float* k,
-                  const float* v, float* y, float* probs) {
-  const int Tp = s.Tp();
+                  const float* v, const Biases* bias, float* y, float* probs) {
+  const int Tp = s.Tp(), h = bh % s.H;
   const int64_t ld = s.ld();
-  thread_local std::vector<float> kt, block;
+  thread_local std::vector<float> kt, block, qb;
   kt.resize(static_cast<size_t>(s.D) * Tp);
   block.resize(static_cast<size_t>(s.Tq) * Tp);
   float* p = block.data();
   float* kept = probs ? probs + int64_t{bh} * s.Tq * Tp : nullptr;
   const bool aligned = kept && reinterpret_cast<uintptr_t>(kept) % sizeof(vf) == 0;
-  pack_transposed(s.T, s.D, k + s.kv_offset(bh), ld, kt.data(), Tp);
-  gemm(s.Tq, Tp, s.D, q + s.q_offset(bh), ld, kt.data(), Tp, p, Tp);
+  const float* qa = q + s.q_offset(bh);
+  int64_t lda = ld;
+  if (bias) {
+    qb.resize(static_cast<size_t>(s.Tq) * s.D);
+    pack_biased(s.Tq, s.D, qa, ld, bias->q + h * s.D, qb.data());
+    qa = qb.data();
+    lda = s.D;
+  }
+  pack_transposed(s.T, s.D, k + s.kv_offset(bh), ld, bias ? bias->k + h * s.D : nullptr,
+                  kt.data(), Tp);
+  gemm(s.Tq, Tp, s.D, qa, lda, kt.data(), Tp, p, Tp);
   for (int i = 0; i < s.Tq; ++i) {
     float* row = p + i * Tp;
     for (int j = s.T; j < Tp; ++j) row[j] = -INFINITY;
@@ -200,7 +222,12 @@ void forward_task(const Shape& s, float scale, int bh, const float* q, const flo
     }
   }
   if (aligned) fence_streaming();
-  gemm(s.Tq, s.D, s.T, p, Tp, v + s.kv_offset(bh), ld, y + s.q_offset(bh), ld);
+  float* out = y + s.q_offset(bh);
+  gemm(s.Tq, s.D, s.T, p, Tp, v + s.kv_offset(bh), ld, out, ld);
+  if (bias)
+    for (int i = 0; i < s.Tq; ++i)
+      for (int d = 0; d < s.D; d += kLanes)
+        store(out + i * ld + d, load(out + i * ld + d) + load(bias->v + h * s.D + d));
 }
 
 // dv = P^T dy, dS = P (dy v^T - rowsum(dy y)) scale, dk = dS^T q, dq = dS k.
@@ -213,7 +240,7 @@ void backward_task(const Shape& s, float scale, int bh, const float* q, const fl
   thread_local std::vector<float> vt, ds;
   vt.resize(static_cast<size_t>(s.D) * Tp);
   ds.resize(static_cast<size_t>(s.Tq) * Tp);
-  pack_transposed(s.T, s.D, v + kvo, ld, vt.data(), Tp);
+  pack_transposed(s.T, s.D, v + kvo, ld, nullptr, vt.data(), Tp);
   gemm(s.Tq, Tp, s.D, dy + qo, ld, vt.data(), Tp, ds.data(), Tp);
   for (int i = 0; i < s.Tq; ++i) {
     vf acc = vf{};
@@ -238,11 +265,12 @@ ffi::ErrorOr<Shape> shape_of(ffi::Buffer<ffi::F32>& q, ffi::Buffer<ffi::F32>& k)
 }
 
 ffi::Error RunForward(ffi::ThreadPool& pool, ffi::Buffer<ffi::F32>& q, ffi::Buffer<ffi::F32>& k,
-                      ffi::Buffer<ffi::F32>& v, float scale, float* y, float* probs) {
+                      ffi::Buffer<ffi::F32>& v, const Biases* bias, float scale, float* y,
+                      float* probs) {
   auto s = shape_of(q, k);
   if (s.has_error()) return s.error();
   parallel_for(pool, s->B * s->H, [&, s = *s](int bh) {
-    forward_task(s, scale, bh, q.typed_data(), k.typed_data(), v.typed_data(), y, probs);
+    forward_task(s, scale, bh, q.typed_data(), k.typed_data(), v.typed_data(), bias, y, probs);
   });
   return ffi::Error::Success();
 }
@@ -251,13 +279,21 @@ ffi::Error RunForward(ffi::ThreadPool& pool, ffi::Buffer<ffi::F32>& q, ffi::Buff
 ffi::Error Forward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> q, ffi::Buffer<ffi::F32> k,
                    ffi::Buffer<ffi::F32> v, float scale, ffi::ResultBuffer<ffi::F32> y,
                    ffi::ResultBuffer<ffi::F32> probs) {
-  return RunForward(pool, q, k, v, scale, y->typed_data(), probs->typed_data());
+  return RunForward(pool, q, k, v, nullptr, scale, y->typed_data(), probs->typed_data());
 }
 
-// y alone, where nothing is differentiated.
+// y alone, where nothing is differentiated, with the projections' biases
+// (heads, head_dim) added here rather than in three passes of their own.
 ffi::Error Inference(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> q, ffi::Buffer<ffi::F32> k,
-                     ffi::Buffer<ffi::F32> v, float scale, ffi::ResultBuffer<ffi::F32> y) {
-  return RunForward(pool, q, k, v, scale, y->typed_data(), nullptr);
+                     ffi::Buffer<ffi::F32> v, ffi::Buffer<ffi::F32> bq, ffi::Buffer<ffi::F32> bk,
+                     ffi::Buffer<ffi::F32> bv, float scale, ffi::ResultBuffer<ffi::F32> y) {
+  auto s = shape_of(q, k);
+  if (s.has_error()) return s.error();
+  const int64_t width = int64_t{s->H} * s->D;
+  if (bq.element_count() != width || bk.element_count() != width || bv.element_count() != width)
+    return ffi::Error::InvalidArgument("attention_cpu: biases must be (heads, head_dim)");
+  const Biases bias{bq.typed_data(), bk.typed_data(), bv.typed_data()};
+  return RunForward(pool, q, k, v, &bias, scale, y->typed_data(), nullptr);
 }
 
 ffi::Error Backward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> q, ffi::Buffer<ffi::F32> k,
@@ -315,6 +351,9 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(VitAttentionForward, Forward,
 XLA_FFI_DEFINE_HANDLER_SYMBOL(VitAttentionInference, Inference,
                               ffi::Ffi::Bind()
                                   .Ctx<ffi::ThreadPool>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
                                   .Arg<ffi::Buffer<ffi::F32>>()
                                   .Arg<ffi::Buffer<ffi::F32>>()
                                   .Arg<ffi::Buffer<ffi::F32>>()

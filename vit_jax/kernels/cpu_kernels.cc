@@ -125,7 +125,8 @@ void pack_transposed(int rows, int D, const float* src, int64_t ld, const float*
 // dst[rows x D] = src[rows x D] + bias (src rows ld apart), D % 16 == 0.
 void pack_biased(int rows, int D, const float* src, int64_t ld, const float* bias, float* dst) {
   for (int i = 0; i < rows; ++i)
-    for (int d = 0; d < D; d += kLanes) store(dst + i * D + d, load(src + i * ld + d) + load(bias + d));
+    for (int d = 0; d < D; d += kLanes)
+      store(dst + i * D + d, load(src + i * ld + d) + load(bias + d));
 }
 
 struct Shape {

@@ -331,46 +331,25 @@ ffi::Error Transpose(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> in,
   return ffi::Error::Success();
 }
 
+using Buf = ffi::Buffer<ffi::F32>;
+
+// The attention entries' common start: XLA's threads, then q, k and v.
+auto attention_binding() {
+  return ffi::Ffi::Bind().Ctx<ffi::ThreadPool>().Arg<Buf>().Arg<Buf>().Arg<Buf>();
+}
+
 }  // namespace
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(VitTranspose, Transpose,
-                              ffi::Ffi::Bind()
-                                  .Ctx<ffi::ThreadPool>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Ret<ffi::Buffer<ffi::F32>>());
+                              ffi::Ffi::Bind().Ctx<ffi::ThreadPool>().Arg<Buf>().Ret<Buf>());
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(VitAttentionForward, Forward,
-                              ffi::Ffi::Bind()
-                                  .Ctx<ffi::ThreadPool>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Attr<float>("scale")
-                                  .Ret<ffi::Buffer<ffi::F32>>()
-                                  .Ret<ffi::Buffer<ffi::F32>>());
+                              attention_binding().Attr<float>("scale").Ret<Buf>().Ret<Buf>());
 
-XLA_FFI_DEFINE_HANDLER_SYMBOL(VitAttentionInference, Inference,
-                              ffi::Ffi::Bind()
-                                  .Ctx<ffi::ThreadPool>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Attr<float>("scale")
-                                  .Ret<ffi::Buffer<ffi::F32>>());
+XLA_FFI_DEFINE_HANDLER_SYMBOL(VitAttentionInference, Inference,  // + the q, k, v biases
+                              attention_binding().Arg<Buf>().Arg<Buf>().Arg<Buf>()
+                                  .Attr<float>("scale").Ret<Buf>());
 
-XLA_FFI_DEFINE_HANDLER_SYMBOL(VitAttentionBackward, Backward,
-                              ffi::Ffi::Bind()
-                                  .Ctx<ffi::ThreadPool>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Attr<float>("scale")
-                                  .Ret<ffi::Buffer<ffi::F32>>()
-                                  .Ret<ffi::Buffer<ffi::F32>>()
-                                  .Ret<ffi::Buffer<ffi::F32>>());
+XLA_FFI_DEFINE_HANDLER_SYMBOL(VitAttentionBackward, Backward,  // + y, the weights, dy
+                              attention_binding().Arg<Buf>().Arg<Buf>().Arg<Buf>()
+                                  .Attr<float>("scale").Ret<Buf>().Ret<Buf>().Ret<Buf>());

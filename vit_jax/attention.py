@@ -55,6 +55,12 @@ def resolve_impl(impl: str, dtype: Dtype, head_dim: int, backend: Optional[str] 
   return 'xla'
 
 
+def uses_cpu_kernels(impl: str, dtype: Dtype, width: int, num_heads: int) -> bool:
+  """Whether a model of this width and head count takes the CPU kernels'
+  path: its attention, dense layers and patch embedding."""
+  return resolve_impl(impl, dtype, width // num_heads) == 'cpu'
+
+
 def attend(q: jax.Array, k: jax.Array, v: jax.Array, scale: float) -> jax.Array:
   """softmax(q k^T * scale) v for (batch, tokens, heads, head_dim) arrays,
   normalised after the value product, statistics in float32."""

@@ -32,6 +32,7 @@ import jax
 import jax.numpy as jnp
 
 from vit_jax import host_memory, registry, xla_flags
+from vit_jax.attention import uses_cpu_kernels
 
 # Dense bf16 tensor-core peaks (TFLOP/s, without sparsity) from the datasheets.
 DATASHEET_BF16_TFLOPS = {'H100': 989.0, 'H200': 989.0, 'A100': 312.0}
@@ -227,11 +228,6 @@ def pipeline_runners(cfg, files: Sequence[str]) -> list[Runner]:
   return runners + [Runner('timm eval transform', timm, len(blobs))]
 
 
-def uses_cpu_kernel(cfg) -> bool:
-  from vit_jax.attention import resolve_impl
-  return resolve_impl(cfg.attention_impl, cfg.dtype, cfg.hidden_size // cfg.num_heads) == 'cpu'
-
-
 def device_line() -> tuple[str, Optional[float]]:
   d = jax.devices()[0]
   kind = getattr(d, 'device_kind', d.platform)
@@ -286,7 +282,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   make = train_runner if train else infer_runner
   tag = f'train {args.dtype}' if train else args.dtype
   ours = make(registry.module_from_config(cfg), cfg, f'vit_jax {tag}', args.batch)
-  if uses_cpu_kernel(cfg):  # XLA's cost analysis cannot see into the kernel's custom calls
+  # XLA's cost analysis cannot see into the kernels' custom calls
+  if uses_cpu_kernels(cfg.attention_impl, cfg.dtype, cfg.hidden_size, cfg.num_heads):
     xla_cfg = registry.get_model_config(args.model, dtype=args.dtype, attention_impl='xla')
     ours.flops = make(registry.module_from_config(xla_cfg), xla_cfg, '', args.batch).flops
   if ours.flops:

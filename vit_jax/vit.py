@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 
 from vit_jax import cpu_kernels, resnet
-from vit_jax.attention import MultiHeadDotProductAttention, resolve_impl
+from vit_jax.attention import MultiHeadDotProductAttention, uses_cpu_kernels
 from vit_jax.dense import Dense
 
 Dtype = Any
@@ -138,7 +138,7 @@ class Encoder1DBlock(nn.Module):
     x = nn.Dropout(rate=self.dropout_rate)(x, deterministic=deterministic)
     x = x + (inputs[:, :1] if class_token_only else inputs)
     y = nn.LayerNorm(epsilon=self.layer_norm_eps, dtype=self.dtype)(x)
-    cpu = resolve_impl(self.attention_impl, self.dtype, x.shape[-1] // self.num_heads) == 'cpu'
+    cpu = uses_cpu_kernels(self.attention_impl, self.dtype, x.shape[-1], self.num_heads)
     y = MlpBlock(mlp_dim=self.mlp_dim, gelu_approximate=self.gelu_approximate,
                  dropout_rate=self.dropout_rate, cpu_kernels=cpu,
                  dtype=self.dtype)(y, deterministic)
@@ -230,9 +230,8 @@ class VisionTransformer(nn.Module):
     if self.resnet is not None:
       x = resnet.stem(x, stages=tuple(self.resnet), group_norm_eps=self.group_norm_eps,
                       dtype=self.dtype)
-    p, cpu = self.patch_size, resolve_impl(self.attention_impl, self.dtype,
-                                           self.hidden_size // self.num_heads) == 'cpu'
-    if cpu:
+    p = self.patch_size
+    if uses_cpu_kernels(self.attention_impl, self.dtype, self.hidden_size, self.num_heads):
       x = PatchEmbedding(self.hidden_size, p, name='embedding')(x)
     else:
       x = nn.Conv(self.hidden_size, (p, p), strides=(p, p), padding='VALID', dtype=self.dtype,

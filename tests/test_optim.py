@@ -5,11 +5,12 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+import optax
 import pytest
 
 import vit_jax
 from vit_jax.train.losses import cross_entropy
-from vit_jax.train.optim import decay_mask, make_optimizer, schedule
+from vit_jax.train.optim import clip_by_global_norm, decay_mask, make_optimizer, schedule
 
 
 def _config(**kw):
@@ -41,6 +42,20 @@ def test_clipping_by_global_norm_then_momentum():
   u3, _ = make_optimizer(_config(grad_clip_norm=1.0, momentum=0.0, warmup_steps=0)).update(
       small, tx.init(params), params)
   np.testing.assert_allclose(u3['kernel'], -0.1 * np.array([0.3, 0.4, 0.0]), rtol=1e-6)
+
+
+def test_clipping_takes_the_norm_the_step_computed():
+  g = {'kernel': jnp.array([3.0, 4.0, 0.0]), 'bias': jnp.array([12.0])}  # norm 13
+  want, _ = optax.clip_by_global_norm(1.0).update(g, optax.EmptyState())
+  got, _ = clip_by_global_norm(1.0).update(g, optax.EmptyState())
+  for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+  told, _ = clip_by_global_norm(1.0).update(g, optax.EmptyState(), grad_norm=jnp.float32(26.0))
+  np.testing.assert_allclose(told['bias'], [12.0 / 26.0], rtol=1e-6)  # the norm it was given
+  # make_optimizer's chain passes the norm on; other transformations ignore it
+  tx = make_optimizer(_config(grad_clip_norm=1.0, momentum=0.9, warmup_steps=0))
+  u, _ = tx.update(g, tx.init(g), g, grad_norm=jnp.float32(26.0))
+  np.testing.assert_allclose(u['bias'], [-0.1 * 12.0 / 26.0], rtol=1e-6)
 
 
 def test_weight_decay_hits_kernels_only_and_follows_the_schedule():

@@ -1,12 +1,16 @@
-"""Float32 kernels for XLA:CPU, from `kernels/cpu_kernels.cc`, where XLA:CPU
-is slow (BENCHMARKS.md):
-- fused attention: XLA:CPU computes attention's batched matmuls on one
-  thread; the kernel shares the (image, head) pairs among XLA's intra-op
-  threads and keeps each pair's scores in cache;
+"""Float32 kernels for XLA:CPU, from `kernels/*.cc`, where XLA:CPU is slow
+(BENCHMARKS.md):
+- fused attention (`attention.cc`): XLA:CPU computes attention's batched
+  matmuls on one thread; the kernel shares the (image, head) pairs among
+  XLA's intra-op threads and keeps each pair's scores in cache;
 - a dense layer whose weight gradient x^T dy reads a transposed copy of x
-  made by the kernel: given x as it is, XLA:CPU computes that product
-  with its own matmul at under half the speed of its YNNPACK one, and its
-  own transposes of these shapes are slower than the difference.
+  made by the kernel (`transpose.cc`): given x as it is, XLA:CPU computes
+  that product with its own matmul at under half the speed of its YNNPACK
+  one, and its own transposes of these shapes are slower than the difference;
+- LayerNorm (`layer_norm.cc`), one pass over the rows forward and one
+  backward: XLA:CPU's takes four times as long;
+- the MLP's bias and GELU (`gelu.cc`), one pass each way, the bias's
+  gradient summed in the backward one: XLA:CPU makes three.
 
 The library is compiled with the machine's
 C++ compiler on first use, for this CPU (`-march=native`), into
@@ -32,10 +36,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-SOURCE = Path(__file__).parent / 'kernels' / 'cpu_kernels.cc'
+KERNELS = Path(__file__).parent / 'kernels'
 FORWARD, BACKWARD = 'vit_attention_cpu_forward', 'vit_attention_cpu_backward'
 INFERENCE = 'vit_attention_cpu_inference'
 TRANSPOSE = 'vit_transpose_cpu'
+NORM_FORWARD, NORM_BACKWARD = 'vit_layer_norm_cpu_forward', 'vit_layer_norm_cpu_backward'
+GELU_FORWARD, GELU_BACKWARD = 'vit_gelu_cpu_forward', 'vit_gelu_cpu_backward'
+_SYMBOLS = {FORWARD: 'VitAttentionForward', INFERENCE: 'VitAttentionInference',
+            BACKWARD: 'VitAttentionBackward', TRANSPOSE: 'VitTranspose',
+            NORM_FORWARD: 'VitLayerNormForward', NORM_BACKWARD: 'VitLayerNormBackward',
+            GELU_FORWARD: 'VitGeluForward', GELU_BACKWARD: 'VitGeluBackward'}
 LANES = 16  # the kernel's vector width in floats: head_dim must be a multiple
 
 
@@ -54,25 +64,30 @@ def _cpu_identity() -> str:
   return '\n'.join(sorted({line for line in lines if line.startswith(wanted)}))
 
 
-def _compile(source: Path, include_dir: str) -> Path:
-  """The shared library for `source`, built once per source, jax version,
-  compiler and kind of CPU."""
+def _compile(folder: Path, include_dir: str) -> Path:
+  """The shared library of the kernels in `folder` (its `.cc` files, which
+  include its headers), built once per source, jax version, compiler and
+  kind of CPU, as one translation unit: XLA's FFI header, compiled once
+  rather than per file, is most of the build time."""
   compiler = os.environ.get('CXX', 'c++')
   if shutil.which(compiler) is None:
     raise RuntimeError(f'no C++ compiler {compiler!r} (set CXX)')
   flags = ['-O3', '-march=native', '-std=c++17', '-shared', '-fPIC', f'-I{include_dir}']
-  key = hashlib.sha256(source.read_bytes() + ' '.join(
+  files = sorted(folder.glob('*.cc')) + sorted(folder.glob('*.h'))
+  sources = b''.join(f.name.encode() + f.read_bytes() for f in files)
+  key = hashlib.sha256(sources + ' '.join(
       [compiler, jax.__version__, _cpu_identity()] + flags).encode()).hexdigest()[:16]
   target = _cache_dir() / f'cpu_kernels-{key}.so'
   if target.exists():
     return target
   target.parent.mkdir(parents=True, exist_ok=True)
   with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
-    built = Path(tmp) / target.name
-    run = subprocess.run([compiler, *flags, str(source), '-o', str(built)],
+    unity, built = Path(tmp) / 'kernels.cc', Path(tmp) / target.name
+    unity.write_text(''.join(f'#include "{f.resolve()}"\n' for f in files if f.suffix == '.cc'))
+    run = subprocess.run([compiler, *flags, str(unity), '-o', str(built)],
                          capture_output=True, text=True)
     if run.returncode:
-      raise RuntimeError(f'{compiler} failed on {source}: {run.stderr.strip()[-500:]}')
+      raise RuntimeError(f'{compiler} failed on {folder}: {run.stderr.strip()[-500:]}')
     os.replace(built, target)  # atomic: concurrent processes each build, one file wins
   return target
 
@@ -81,17 +96,13 @@ def _compile(source: Path, include_dir: str) -> Path:
 def available() -> bool:
   """Whether the kernels are built and registered with XLA:CPU (once per process)."""
   try:
-    library = ctypes.cdll.LoadLibrary(str(_compile(SOURCE, jax.ffi.include_dir())))
+    library = ctypes.cdll.LoadLibrary(str(_compile(KERNELS, jax.ffi.include_dir())))
   except (OSError, RuntimeError) as e:
     logging.warning("CPU kernels unavailable, using XLA's attention and matmuls: %s", e)
     return False
-  jax.ffi.register_ffi_target(FORWARD, jax.ffi.pycapsule(library.VitAttentionForward),
-                              platform='cpu')
-  jax.ffi.register_ffi_target(INFERENCE, jax.ffi.pycapsule(library.VitAttentionInference),
-                              platform='cpu')
-  jax.ffi.register_ffi_target(BACKWARD, jax.ffi.pycapsule(library.VitAttentionBackward),
-                              platform='cpu')
-  jax.ffi.register_ffi_target(TRANSPOSE, jax.ffi.pycapsule(library.VitTranspose), platform='cpu')
+  for target, symbol in _SYMBOLS.items():
+    jax.ffi.register_ffi_target(target, jax.ffi.pycapsule(getattr(library, symbol)),
+                                platform='cpu')
   return True
 
 
@@ -160,3 +171,61 @@ def _linear_bwd(residuals, dy):
 
 
 linear.defvjp(_linear_fwd, _linear_bwd)
+
+
+def _norm_forward(x, scale, bias, eps):
+  """(y, each row's mean, each row's 1 / sqrt(variance + eps))."""
+  rows = x.shape[:-1]
+  return jax.ffi.ffi_call(
+      NORM_FORWARD, (jax.ShapeDtypeStruct(x.shape, x.dtype), jax.ShapeDtypeStruct(rows, x.dtype),
+                     jax.ShapeDtypeStruct(rows, x.dtype)),
+      vmap_method='sequential')(x, scale, bias, eps=np.float32(eps))
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
+def layer_norm(x: jax.Array, scale: jax.Array, bias: jax.Array, eps: float) -> jax.Array:
+  """LayerNorm over the last axis (a multiple of 16 wide) with nn.LayerNorm's
+  values (the variance in two passes over each row, not as E[x^2] - E[x]^2),
+  float32; needs `available()`."""
+  return _norm_forward(x, scale, bias, eps)[0]
+
+
+def _layer_norm_fwd(x, scale, bias, eps):
+  y, mean, rstd = _norm_forward(x, scale, bias, eps)
+  return y, (x, scale, mean, rstd)
+
+
+def _layer_norm_bwd(eps, residuals, dy):
+  x, scale, mean, rstd = residuals
+  return jax.ffi.ffi_call(
+      NORM_BACKWARD, (jax.ShapeDtypeStruct(x.shape, x.dtype),
+                      jax.ShapeDtypeStruct(scale.shape, scale.dtype),
+                      jax.ShapeDtypeStruct(scale.shape, scale.dtype)),
+      vmap_method='sequential')(x, scale, mean, rstd, dy)
+
+
+layer_norm.defvjp(_layer_norm_fwd, _layer_norm_bwd)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def bias_gelu(z: jax.Array, bias: jax.Array, approximate: bool) -> jax.Array:
+  """gelu(z + bias) over the last axis (a multiple of 16 wide), float32: the
+  exact GELU with erf as XLA computes it, or the tanh approximation; needs
+  `available()`."""
+  return jax.ffi.ffi_call(GELU_FORWARD, jax.ShapeDtypeStruct(z.shape, z.dtype),
+                          vmap_method='sequential')(z, bias, approximate=approximate)
+
+
+def _bias_gelu_fwd(z, bias, approximate):
+  return bias_gelu(z, bias, approximate), (z, bias)
+
+
+def _bias_gelu_bwd(approximate, residuals, dh):
+  z, bias = residuals
+  return jax.ffi.ffi_call(
+      GELU_BACKWARD, (jax.ShapeDtypeStruct(z.shape, z.dtype),
+                      jax.ShapeDtypeStruct(bias.shape, bias.dtype)),
+      vmap_method='sequential')(z, bias, dh, approximate=approximate)
+
+
+bias_gelu.defvjp(_bias_gelu_fwd, _bias_gelu_bwd)

@@ -69,6 +69,27 @@ def gelu(x: jax.Array, approximate: bool) -> jax.Array:
   return x * (0.5 + 0.5 * jax.lax.erf(x * jnp.asarray(0.5 ** 0.5, x.dtype)))
 
 
+class LayerNorm(nn.Module):
+  """nn.LayerNorm's parameters and values as one kernel pass forward and one
+  backward, for the CPU kernels' path: XLA:CPU's LayerNorm and its gradient
+  take four times as long (BENCHMARKS.md)."""
+  epsilon: float = 1e-6
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    scale = self.param('scale', nn.initializers.ones, (x.shape[-1],), jnp.float32)
+    bias = self.param('bias', nn.initializers.zeros, (x.shape[-1],), jnp.float32)
+    return cpu_kernels.layer_norm(x, scale, bias, self.epsilon)
+
+
+def layer_norm(epsilon: float, cpu: bool, dtype: Dtype, name: Optional[str] = None) -> nn.Module:
+  """A LayerNorm (auto-named LayerNorm_N either way): the kernel's on the CPU
+  kernels' path, else Flax's."""
+  if cpu:
+    return LayerNorm(epsilon=epsilon, name=name)
+  return nn.LayerNorm(epsilon=epsilon, dtype=dtype, name=name)
+
+
 class PatchEmbedding(nn.Module):
   """nn.Conv(features, (p, p), strides=(p, p), 'VALID') as a product of the
   extracted patches with the conv's kernel through `cpu_kernels.linear`, for
@@ -100,9 +121,12 @@ class MlpBlock(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array, deterministic: bool = True) -> jax.Array:
-    dense = lambda n: Dense(n, cpu_kernels=self.cpu_kernels, dtype=self.dtype,  # noqa: E731
-                            bias_init=nn.initializers.normal(stddev=1e-6))
-    y = gelu(dense(self.mlp_dim)(x), self.gelu_approximate)
+    dense = lambda n, **kw: Dense(n, cpu_kernels=self.cpu_kernels, dtype=self.dtype,  # noqa: E731
+                                  bias_init=nn.initializers.normal(stddev=1e-6), **kw)
+    if self.cpu_kernels and self.mlp_dim % cpu_kernels.LANES == 0:
+      y = cpu_kernels.bias_gelu(*dense(self.mlp_dim, defer_bias=True)(x), self.gelu_approximate)
+    else:
+      y = gelu(dense(self.mlp_dim)(x), self.gelu_approximate)
     y = nn.Dropout(rate=self.dropout_rate)(y, deterministic=deterministic)
     y = dense(x.shape[-1])(y)
     return nn.Dropout(rate=self.dropout_rate)(y, deterministic=deterministic)
@@ -130,15 +154,15 @@ class Encoder1DBlock(nn.Module):
   @nn.compact
   def __call__(self, inputs: jax.Array, deterministic: bool = True,
                class_token_only: bool = False) -> jax.Array:
-    x = nn.LayerNorm(epsilon=self.layer_norm_eps, dtype=self.dtype)(inputs)
+    cpu = uses_cpu_kernels(self.attention_impl, self.dtype, inputs.shape[-1], self.num_heads)
+    x = layer_norm(self.layer_norm_eps, cpu, self.dtype)(inputs)
     x = MultiHeadDotProductAttention(
         num_heads=self.num_heads, qkv_bias=self.qkv_bias, scale=self.attn_scale,
         dropout_rate=self.attention_dropout_rate, attention_impl=self.attention_impl,
         dtype=self.dtype)(x, deterministic, 1 if class_token_only else None)
     x = nn.Dropout(rate=self.dropout_rate)(x, deterministic=deterministic)
     x = x + (inputs[:, :1] if class_token_only else inputs)
-    y = nn.LayerNorm(epsilon=self.layer_norm_eps, dtype=self.dtype)(x)
-    cpu = uses_cpu_kernels(self.attention_impl, self.dtype, x.shape[-1], self.num_heads)
+    y = layer_norm(self.layer_norm_eps, cpu, self.dtype)(x)
     y = MlpBlock(mlp_dim=self.mlp_dim, gelu_approximate=self.gelu_approximate,
                  dropout_rate=self.dropout_rate, cpu_kernels=cpu,
                  dtype=self.dtype)(y, deterministic)
@@ -172,6 +196,7 @@ class Encoder(nn.Module):
   remat_policy: Optional[str] = None
   scan_layers: bool = False
   class_token_only: bool = False
+  cpu_kernels: bool = False
   dtype: Dtype = jnp.float32
 
   @nn.compact
@@ -192,7 +217,7 @@ class Encoder(nn.Module):
         last = i == self.num_layers - 1
         x = self.block(block_cls, name=f'encoderblock_{i}')(
             x, not train, self.class_token_only and last)
-    return nn.LayerNorm(epsilon=self.layer_norm_eps, dtype=self.dtype, name='encoder_norm')(x)
+    return layer_norm(self.layer_norm_eps, self.cpu_kernels, self.dtype, 'encoder_norm')(x)
 
 
 class VisionTransformer(nn.Module):
@@ -231,7 +256,8 @@ class VisionTransformer(nn.Module):
       x = resnet.stem(x, stages=tuple(self.resnet), group_norm_eps=self.group_norm_eps,
                       dtype=self.dtype)
     p = self.patch_size
-    if uses_cpu_kernels(self.attention_impl, self.dtype, self.hidden_size, self.num_heads):
+    cpu = uses_cpu_kernels(self.attention_impl, self.dtype, self.hidden_size, self.num_heads)
+    if cpu:
       x = PatchEmbedding(self.hidden_size, p, name='embedding')(x)
     else:
       x = nn.Conv(self.hidden_size, (p, p), strides=(p, p), padding='VALID', dtype=self.dtype,
@@ -253,7 +279,7 @@ class VisionTransformer(nn.Module):
     x = Encoder(num_layers=self.num_layers, block=block, layer_norm_eps=self.layer_norm_eps,
                 dropout_rate=self.dropout_rate, remat=self.remat, remat_policy=self.remat_policy,
                 scan_layers=self.scan_layers, class_token_only=self.classifier == 'token',
-                dtype=self.dtype, name='Transformer')(x, train=train)
+                cpu_kernels=cpu, dtype=self.dtype, name='Transformer')(x, train=train)
 
     x = x[:, 0] if self.classifier == 'token' else jnp.mean(x, axis=1)
     if self.representation_size is not None:

@@ -1,5 +1,5 @@
-// Float32 kernels for XLA:CPU as FFI custom calls: fused multi-head
-// attention (forward, backward) and a matrix transpose.
+// Fused multi-head attention for XLA:CPU as FFI custom calls (float32):
+// training forward, backward, and an inference forward.
 //
 // Why: XLA:CPU runs attention's batched matmuls (batch x heads of
 // tokens x head_dim products) on one thread at about 75 GFLOP/s. Here each
@@ -12,53 +12,13 @@
 // Forward: y = softmax(scale q k^T) v, and in training the weights
 // themselves (batch, heads, queries, tokens rounded up to 16), kept for the
 // backward pass as XLA's own attention keeps them.
-#include <algorithm>
-#include <atomic>
 #include <cmath>
-#include <cstdint>
-#include <memory>
 #include <vector>
 
-#include "xla/ffi/api/ffi.h"
+#include "vec.h"
 
-namespace ffi = xla::ffi;
-
+namespace vit {
 namespace {
-
-// One vector of 16 floats: a zmm register with AVX-512, two or four
-// narrower ones elsewhere (GCC and Clang vector extensions).
-typedef float vf __attribute__((vector_size(64)));
-typedef int32_t vi __attribute__((vector_size(64)));
-constexpr int kLanes = 16;
-
-inline vf load(const float* p) { vf v; __builtin_memcpy(&v, p, sizeof v); return v; }
-inline void store(float* p, vf v) { __builtin_memcpy(p, &v, sizeof v); }
-inline vf splat(float x) { return x - vf{}; }  // not 0 + x: one broadcast, no add
-inline float hsum(vf v) { float s = 0; for (int i = 0; i < kLanes; ++i) s += v[i]; return s; }
-inline float hmax(vf v) { float m = v[0]; for (int i = 1; i < kLanes; ++i) m = std::max(m, v[i]); return m; }
-
-// exp(x) to about 1 ulp: 2^n e^r, |r| <= ln2/2, Cephes' polynomial for e^r.
-inline vf vexp(vf x) {
-  x = x < splat(-87.3f) ? splat(-87.3f) : x;
-  x = x > splat(88.3f) ? splat(88.3f) : x;
-  const vf magic = splat(12582912.0f);  // 1.5 * 2^23: adding it rounds to an integer
-  vf t = x * splat(1.44269504088896341f) + magic;
-  vf n = t - magic;
-  vf r = x - n * splat(0.693359375f) + n * splat(2.12194440e-4f);
-  vf p = splat(1.9875691500e-4f);
-  p = p * r + splat(1.3981999507e-3f);
-  p = p * r + splat(8.3334519073e-3f);
-  p = p * r + splat(4.1665795894e-2f);
-  p = p * r + splat(1.6666665459e-1f);
-  p = p * r + splat(5.0000001201e-1f);
-  p = p * r * r + r + splat(1.0f);
-  vi bits; __builtin_memcpy(&bits, &t, sizeof bits);
-  vi scale = (bits - vi{} - 0x4B400000) << 23;  // n as 2^n's exponent bits
-  vi pb; __builtin_memcpy(&pb, &p, sizeof pb);
-  pb += scale;
-  vf out; __builtin_memcpy(&out, &pb, sizeof out);
-  return out;
-}
 
 // C[MR x 16 NV] = A[MR x K] B[K x 16 NV]: A's elements broadcast, B's rows
 // loaded. A is row-major with row stride lda, or with kTransA column-major
@@ -111,14 +71,16 @@ void gemm(int M, int N, int K, const float* A, int64_t lda, const float* B, int6
   if (N - j == kLanes) row_panel<1, kTransA>(M, K, A, lda, B + j, ldb, C + j, ldc);
 }
 
-int round_up(int n) { return (n + kLanes - 1) / kLanes * kLanes; }
-
 // dst[D x ldd] = (src[rows x D] + bias)^T (src rows ld apart, bias may be
-// null), columns rows..ldd zero.
+// null), columns rows..ldd zero; D % 16 == 0.
 void pack_transposed(int rows, int D, const float* src, int64_t ld, const float* bias,
                      float* dst, int ldd) {
-  for (int d = 0; d < D; ++d) std::fill(dst + d * ldd + rows, dst + (d + 1) * ldd, 0.0f);
-  for (int i = 0; i < rows; ++i)
+  int i = 0;
+  for (; i + kLanes <= rows; i += kLanes)
+    for (int d = 0; d < D; d += kLanes)
+      transpose_block(src + i * ld + d, ld, bias ? bias + d : nullptr, dst + d * ldd + i, ldd);
+  for (int d = 0; d < D; ++d) std::fill(dst + d * ldd + i, dst + (d + 1) * ldd, 0.0f);
+  for (; i < rows; ++i)
     for (int d = 0; d < D; ++d) dst[d * ldd + i] = src[i * ld + d] + (bias ? bias[d] : 0.0f);
 }
 
@@ -136,23 +98,6 @@ struct Shape {
   int64_t q_offset(int bh) const { return (int64_t{bh / H} * Tq * H + bh % H) * D; }
   int64_t kv_offset(int bh) const { return (int64_t{bh / H} * T * H + bh % H) * D; }
 };
-
-// Runs task(0..n-1) on XLA's intra-op threads and this one; returns when all are done.
-template <typename F>
-void parallel_for(ffi::ThreadPool& pool, int n, F task) {
-  struct State { std::atomic<int> next{0}, done{0}; };
-  auto state = std::make_shared<State>();
-  auto work = [state, n, task]() {
-    for (int i; (i = state->next.fetch_add(1)) < n;) {
-      task(i);
-      state->done.fetch_add(1, std::memory_order_release);
-    }
-  };
-  int helpers = std::min<int64_t>(pool.num_threads(), n) - 1;
-  for (int h = 0; h < helpers; ++h) pool.Schedule([work] { work(); });
-  work();
-  while (state->done.load(std::memory_order_acquire) < n) { /* a helper finishes its task */ }
-}
 
 // Stores v at p, which is 64-byte aligned, bypassing the caches where the
 // target has streaming stores: the weights kept for the backward pass are
@@ -311,45 +256,24 @@ ffi::Error Backward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> q, ffi::Buffer<f
   return ffi::Error::Success();
 }
 
-// out[C x R] = in[R x C]^T in 32 x 32 tiles, bands of 32 input columns per task.
-ffi::Error Transpose(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> in,
-                     ffi::ResultBuffer<ffi::F32> out) {
-  auto dims = in.dimensions();
-  if (dims.size() != 2) return ffi::Error::InvalidArgument("transpose: a matrix is expected");
-  const int64_t R = dims[0], C = dims[1];
-  constexpr int64_t kTile = 32;
-  const float* src = in.typed_data();
-  float* dst = out->typed_data();
-  parallel_for(pool, int((C + kTile - 1) / kTile), [=](int band) {
-    const int64_t c0 = band * kTile, c1 = std::min(C, c0 + kTile);
-    for (int64_t r0 = 0; r0 < R; r0 += kTile) {
-      const int64_t r1 = std::min(R, r0 + kTile);
-      for (int64_t c = c0; c < c1; ++c)
-        for (int64_t r = r0; r < r1; ++r) dst[c * R + r] = src[r * C + c];
-    }
-  });
-  return ffi::Error::Success();
-}
-
-using Buf = ffi::Buffer<ffi::F32>;
-
 // The attention entries' common start: XLA's threads, then q, k and v.
 auto attention_binding() {
   return ffi::Ffi::Bind().Ctx<ffi::ThreadPool>().Arg<Buf>().Arg<Buf>().Arg<Buf>();
 }
 
 }  // namespace
+}  // namespace vit
 
-XLA_FFI_DEFINE_HANDLER_SYMBOL(VitTranspose, Transpose,
-                              ffi::Ffi::Bind().Ctx<ffi::ThreadPool>().Arg<Buf>().Ret<Buf>());
+using vit::Buf;
+namespace ffi = xla::ffi;
 
-XLA_FFI_DEFINE_HANDLER_SYMBOL(VitAttentionForward, Forward,
-                              attention_binding().Attr<float>("scale").Ret<Buf>().Ret<Buf>());
+XLA_FFI_DEFINE_HANDLER_SYMBOL(VitAttentionForward, vit::Forward,
+                              vit::attention_binding().Attr<float>("scale").Ret<Buf>().Ret<Buf>());
 
-XLA_FFI_DEFINE_HANDLER_SYMBOL(VitAttentionInference, Inference,  // + the q, k, v biases
-                              attention_binding().Arg<Buf>().Arg<Buf>().Arg<Buf>()
+XLA_FFI_DEFINE_HANDLER_SYMBOL(VitAttentionInference, vit::Inference,  // + the q, k, v biases
+                              vit::attention_binding().Arg<Buf>().Arg<Buf>().Arg<Buf>()
                                   .Attr<float>("scale").Ret<Buf>());
 
-XLA_FFI_DEFINE_HANDLER_SYMBOL(VitAttentionBackward, Backward,  // + y, the weights, dy
-                              attention_binding().Arg<Buf>().Arg<Buf>().Arg<Buf>()
+XLA_FFI_DEFINE_HANDLER_SYMBOL(VitAttentionBackward, vit::Backward,  // + y, the weights, dy
+                              vit::attention_binding().Arg<Buf>().Arg<Buf>().Arg<Buf>()
                                   .Attr<float>("scale").Ret<Buf>().Ret<Buf>().Ret<Buf>());

@@ -67,8 +67,8 @@ def _cpu_identity() -> str:
 def _compile(folder: Path, include_dir: str) -> Path:
   """The shared library of the kernels in `folder` (its `.cc` files, which
   include its headers), built once per source, jax version, compiler and
-  kind of CPU, as one translation unit: XLA's FFI header, compiled once
-  rather than per file, is most of the build time."""
+  kind of CPU, as one translation unit: XLA's FFI header then compiles
+  once, not once per file (7 s instead of 12 here)."""
   compiler = os.environ.get('CXX', 'c++')
   if shutil.which(compiler) is None:
     raise RuntimeError(f'no C++ compiler {compiler!r} (set CXX)')

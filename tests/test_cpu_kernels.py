@@ -1,6 +1,7 @@
 """The CPU kernels: attention with XLA's attention's values and gradients,
-the transpose behind the dense layer's weight gradient, the build cache,
-and when the model picks them."""
+the transpose behind the dense layer's weight gradient, LayerNorm against
+Flax and float64, the bias and GELU against XLA, the build cache, and when
+the model picks them."""
 
 import shutil
 
@@ -130,9 +131,10 @@ def test_the_model_computes_the_same_with_either_attention():
 
 
 def test_the_whole_model_is_the_same_on_the_kernels_path():
-  """Patch embedding, projections, MLP (bias and GELU too), LayerNorms and attention through the kernels:
-  the same parameter tree and initial values as XLA's path, the same logits
-  and gradients; 35 pixels leave a partial patch that both paths drop."""
+  """Patch embedding, projections, MLP (its bias and GELU too), LayerNorms and
+  attention through the kernels: the same parameter tree and initial values
+  as XLA's path, the same logits and gradients; 35 pixels leave a partial
+  patch that both paths drop."""
   import vit_jax
   tiny = dict(image_size=35, patch_size=8, hidden_size=32, num_layers=2, num_heads=2, mlp_dim=64,
               num_classes=10, qkv_bias=False)

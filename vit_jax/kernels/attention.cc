@@ -194,7 +194,8 @@ void backward_task(const Shape& s, float scale, int bh, const float* q, const fl
   gemm(s.Tq, Tp, D, dyb.data(), D, vt.data(), Tp, ds.data(), Tp);
   for (int i = 0; i < s.Tq; ++i) {
     vf acc = vf{};
-    for (int d = 0; d < D; d += kLanes) acc += load(dyb.data() + i * D + d) * load(y + qo + i * ld + d);
+    for (int d = 0; d < D; d += kLanes)
+      acc += load(dyb.data() + i * D + d) * load(y + qo + i * ld + d);
     const vf delta = splat(hsum(acc));
     float* g = ds.data() + i * Tp;
     for (int j = 0; j < Tp; j += kLanes)

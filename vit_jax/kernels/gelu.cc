@@ -40,7 +40,8 @@ inline vf gelu(vf x, vf* slope = nullptr) {
   }
   const vf x2 = x * x;
   const vf u = splat(kSqrt2OverPi) * (x + splat(kCubic) * x2 * x);
-  const vf t = splat(1.0f) - splat(2.0f) * reciprocal(vexp(splat(2.0f) * u) + splat(1.0f));  // tanh(u)
+  // tanh(u) = 1 - 2 / (exp(2u) + 1)
+  const vf t = splat(1.0f) - splat(2.0f) * reciprocal(vexp(splat(2.0f) * u) + splat(1.0f));
   const vf cdf = splat(0.5f) + splat(0.5f) * t;
   if (slope)
     *slope = cdf + splat(0.5f) * x * (splat(1.0f) - t * t) * splat(kSqrt2OverPi) *

@@ -44,7 +44,8 @@ ffi::Error LayerNormBackward(ffi::ThreadPool pool, Buf x, Buf scale, Buf mean, B
                              ffi::ResultBuffer<ffi::F32> dx, ffi::ResultBuffer<ffi::F32> dscale,
                              ffi::ResultBuffer<ffi::F32> dbias) {
   const int64_t C = scale.element_count(), R = x.element_count() / C;
-  if (C % kLanes != 0) return ffi::Error::InvalidArgument("layer_norm: width must be a multiple of 16");
+  if (C % kLanes != 0)
+    return ffi::Error::InvalidArgument("layer_norm: width must be a multiple of 16");
   const float *xs = x.typed_data(), *g = scale.typed_data(), *ms = mean.typed_data(),
               *rs = rstd.typed_data(), *dys = dy.typed_data();
   float* dxs = dx->typed_data();

@@ -294,10 +294,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         make(official, cfg, f'official vit_jax {tag}', args.batch), flops=ours.flops))
   if 'timm' in args.compare:
     runners += timm_runners(cfg, args.batch, train, ours.flops)
-  peak = measured_peak_tflops()
+  before = measured_peak_tflops()
   results = time_interleaved(runners, args.reps, args.warmup)
-  peak = max(peak, measured_peak_tflops())  # before and after: a slow spell lowers it
-  print(f'measured matmul peak {peak * 1e3:.1f} GFLOP/s')
+  after = measured_peak_tflops()  # before and after: a slow spell lowers it
+  peak = max(before, after)
+  # the two apart: the machine's speed moved during the run, and the MFU with it
+  print(f'measured matmul peak {peak * 1e3:.1f} GFLOP/s (before the runs {before * 1e3:.1f}, '
+        f'after {after * 1e3:.1f})')
   return report(results, peak)
 
 

@@ -263,14 +263,13 @@ ffi::Error Backward(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> q, ffi::Buffer<f
 
 // The attention entries' common start: XLA's threads, then q, k and v.
 auto attention_binding() {
-  return ffi::Ffi::Bind().Ctx<ffi::ThreadPool>().Arg<Buf>().Arg<Buf>().Arg<Buf>();
+  return threaded_binding().Arg<Buf>().Arg<Buf>().Arg<Buf>();
 }
 
 }  // namespace
 }  // namespace vit
 
 using vit::Buf;
-namespace ffi = xla::ffi;
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(VitAttentionForward, vit::Forward,
                               vit::attention_binding().Attr<float>("scale").Ret<Buf>().Ret<Buf>());

@@ -98,12 +98,11 @@ ffi::Error GeluBackward(ffi::ThreadPool pool, Buf z, Buf bias, Buf dh, bool appr
 }  // namespace vit
 
 using vit::Buf;
-namespace ffi = xla::ffi;
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(VitGeluForward, vit::GeluForward,
-                              ffi::Ffi::Bind().Ctx<ffi::ThreadPool>().Arg<Buf>().Arg<Buf>()
+                              vit::threaded_binding().Arg<Buf>().Arg<Buf>()
                                   .Attr<bool>("approximate").Ret<Buf>());
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(VitGeluBackward, vit::GeluBackward,
-                              ffi::Ffi::Bind().Ctx<ffi::ThreadPool>().Arg<Buf>().Arg<Buf>()
+                              vit::threaded_binding().Arg<Buf>().Arg<Buf>()
                                   .Arg<Buf>().Attr<bool>("approximate").Ret<Buf>().Ret<Buf>());

@@ -79,13 +79,12 @@ ffi::Error LayerNormBackward(ffi::ThreadPool pool, Buf x, Buf scale, Buf mean, B
 }  // namespace vit
 
 using vit::Buf;
-namespace ffi = xla::ffi;
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(VitLayerNormForward, vit::LayerNormForward,
-                              ffi::Ffi::Bind().Ctx<ffi::ThreadPool>().Arg<Buf>().Arg<Buf>()
+                              vit::threaded_binding().Arg<Buf>().Arg<Buf>()
                                   .Arg<Buf>().Attr<float>("eps").Ret<Buf>().Ret<Buf>().Ret<Buf>());
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(VitLayerNormBackward, vit::LayerNormBackward,
-                              ffi::Ffi::Bind().Ctx<ffi::ThreadPool>().Arg<Buf>().Arg<Buf>()
+                              vit::threaded_binding().Arg<Buf>().Arg<Buf>()
                                   .Arg<Buf>().Arg<Buf>().Arg<Buf>().Ret<Buf>().Ret<Buf>()
                                   .Ret<Buf>());

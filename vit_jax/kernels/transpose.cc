@@ -31,7 +31,6 @@ ffi::Error Transpose(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> in,
 }  // namespace vit
 
 using vit::Buf;
-namespace ffi = xla::ffi;
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(VitTranspose, vit::Transpose,
-                              ffi::Ffi::Bind().Ctx<ffi::ThreadPool>().Arg<Buf>().Ret<Buf>());
+                              vit::threaded_binding().Arg<Buf>().Ret<Buf>());

@@ -83,6 +83,10 @@ inline void transpose_block(const float* src, int64_t lds, const float* add, flo
   for (int j = 0; j < kLanes; ++j) store(dst + j * ldd, load(tile[j]));
 }
 
+// How every kernel's FFI binding starts: with XLA's intra-op threads, which
+// parallel_for shares the work among.
+inline auto threaded_binding() { return ffi::Ffi::Bind().Ctx<ffi::ThreadPool>(); }
+
 // Runs task(0..n-1) on XLA's intra-op threads and this one; returns when all are done.
 template <typename F>
 void parallel_for(ffi::ThreadPool& pool, int n, F task) {

@@ -1,14 +1,25 @@
-"""Shared test helpers: the reference twins shipped under tests/data."""
+"""Shared test helpers: the reference twins shipped under tests/fixtures."""
 import json
 import os
 
-import numpy as np
-import pytest
+# the test processes compute on the CPU; an installed libtpu (for the TPU
+# compile tests) is then not started as a backend, by them or their children
+os.environ.setdefault('JAX_PLATFORMS', 'cpu')
 
-DATA = os.path.join(os.path.dirname(__file__), 'data')
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+DATA = os.path.join(os.path.dirname(__file__), 'fixtures')
 CARD_MODELS = ('vit_small_patch16_224', 'vit_base_patch16_224', 'vit_base_patch16_384',
                'vit_base_patch32_384', 'vit_large_patch16_224', 'vit_large_patch16_384',
                'vit_base_resnet50_384')
+# Parameter counts of the card's models at 1000 classes (the card's figures).
+CARD_COUNTS = {
+    'vit_small_patch16_224': 48_754_408, 'vit_base_patch16_224': 86_567_656,
+    'vit_base_patch16_384': 86_859_496, 'vit_base_patch32_384': 88_297_192,
+    'vit_large_patch16_224': 304_326_632, 'vit_large_patch16_384': 304_715_752,
+    'vit_base_resnet50_384': 98_950_952,
+}
 # Google twin file -> the registered model whose architecture it shares.
 GOOGLE_TWINS = {'ViT-B_16-repr': 'vit_base_patch16_224_in21k',
                 'ViT-B_32': 'vit_base_patch32_224',
@@ -49,6 +60,26 @@ def google_twin(name: str) -> tuple[dict, dict]:
 
 def data_path(*parts: str) -> str:
   return os.path.join(DATA, *parts)
+
+
+# 'squash' crops checked against timm's: key -> (image size, crop_pct, interpolation)
+SQUASH_SETTINGS = {'224_1.0_bilinear': (224, 1.0, 'bilinear'),
+                   '224_0.875_bicubic': (224, 0.875, 'bicubic'),
+                   '384_1.0_bicubic': (384, 1.0, 'bicubic')}
+
+
+def synthetic_photos():
+  """(id, PIL image): photo-like RGB images of several shapes (blocks, a
+  gradient, noise) made with numpy alone, so any environment rebuilds them
+  exactly; tools/make_hf_fixtures.py cropped them with timm."""
+  from PIL import Image
+  for i, (w, h) in enumerate(((500, 333), (333, 500), (97, 131), (640, 480), (256, 256),
+                              (1000, 60))):
+    rng = np.random.RandomState(i)
+    blocks = np.kron(rng.randint(0, 256, (h // 16 + 1, w // 16 + 1, 3)), np.ones((16, 16, 1)))
+    gradient = 255 * np.arange(w)[None, :, None] / w
+    img = 0.6 * blocks[:h, :w] + 0.3 * gradient + rng.randint(-25, 26, (h, w, 3))
+    yield f'synthetic_{w}x{h}', Image.fromarray(np.clip(img, 0, 255).astype(np.uint8))
 
 
 @pytest.fixture

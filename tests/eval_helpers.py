@@ -37,7 +37,7 @@ def photo_folder(root: str, counts=(5, 4, 4), corrupt: bool = False) -> str:
 def tiny_checkpoint(path: str) -> tuple:
   """A random tiny ViT saved in our orbax format: (config, params)."""
   cfg = vit_jax.get_model_config('vit_base_patch16_224', **TINY)
-  model = vit_jax.registry.module_from_config(cfg)
+  model = vit_jax.models.registry.module_from_config(cfg)
   params = model.init(jax.random.PRNGKey(0), np.zeros((1, 32, 32, 3)))['params']
   params['head']['kernel'] = np.random.RandomState(1).randn(32, 3).astype(np.float32)
   save_params(path, params, cfg)

@@ -1,5 +1,5 @@
 """vit-jax: the Vision Transformer family in JAX/Flax."""
-from vit_jax.registry import create_model, get_model_config, list_models
+from vit_jax.models.registry import create_model, get_model_config, list_models
 
 __all__ = ['create_model', 'get_model_config', 'list_models', 'load_params']
 

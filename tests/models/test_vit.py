@@ -1,0 +1,155 @@
+"""The Flax ViT: attention maths, dtypes, dropout, remat, scan and pooling."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import vit_jax
+from vit_jax.models import vit
+from vit_jax.checkpoints import scan_layout
+
+TINY = dict(image_size=32, patch_size=8, hidden_size=32, num_layers=2, num_heads=4,
+            mlp_dim=64, num_classes=10)
+
+
+def _init(**kw):
+  model = vit_jax.create_model('vit_base_patch16_224', **{**TINY, **kw})
+  x = jax.random.normal(jax.random.PRNGKey(1), (2, 32, 32, 3))
+  params = model.init(jax.random.PRNGKey(0), x)['params']
+  # a zero-initialised head would hide everything behind it
+  params['head']['kernel'] = jax.random.normal(jax.random.PRNGKey(2), params['head']['kernel'].shape)
+  return model, params, x
+
+
+@pytest.mark.parametrize('scale', [None, 32 ** -0.5])
+def test_attention_matches_a_direct_computation(scale):
+  mha = vit.MultiHeadDotProductAttention(num_heads=4, qkv_bias=True, scale=scale)
+  x = jax.random.normal(jax.random.PRNGKey(0), (2, 5, 32))
+  p = mha.init(jax.random.PRNGKey(1), x)['params']
+  p = jax.tree.map(lambda a: a + 0.1 * jax.random.normal(jax.random.PRNGKey(3), a.shape), p)
+  y = mha.apply({'params': p}, x)
+  xn, P = np.asarray(x, np.float64), jax.tree.map(lambda a: np.asarray(a, np.float64), p)
+  q, k, v = (np.einsum('btd,dhe->bthe', xn, P[n]['kernel']) + P[n]['bias']
+             for n in ('query', 'key', 'value'))
+  s = scale if scale is not None else 8 ** -0.5
+  logits = np.einsum('bqhe,bkhe->bhqk', q, k) * s
+  w = np.exp(logits - logits.max(-1, keepdims=True))
+  w /= w.sum(-1, keepdims=True)
+  o = np.einsum('bhqk,bkhe->bqhe', w, v)
+  ref = np.einsum('bqhe,hed->bqd', o, P['out']['kernel']) + P['out']['bias']
+  np.testing.assert_allclose(np.asarray(y), ref, atol=2e-5)
+
+
+def test_qkv_bias_off_removes_the_biases():
+  model, params, _ = _init(qkv_bias=False)
+  attn = params['Transformer']['encoderblock_0']['MultiHeadDotProductAttention_0']
+  assert 'bias' not in attn['query'] and 'bias' in attn['out']
+
+
+def test_bfloat16_compute_keeps_float32_params_and_close_logits():
+  model, params, x = _init()
+  bf16 = vit_jax.create_model('vit_base_patch16_224', **TINY, dtype='bfloat16')
+  assert all(a.dtype == jnp.float32 for a in jax.tree.leaves(
+      bf16.init(jax.random.PRNGKey(0), x)['params']))
+  ref = model.apply({'params': params}, x)
+  out = bf16.apply({'params': params}, x)
+  assert out.dtype == jnp.float32
+  rel = float(jnp.linalg.norm(out - ref) / jnp.linalg.norm(ref))
+  assert 0 < rel < 0.05
+
+
+def test_dropout_needs_an_rng_and_is_reproducible():
+  model, params, x = _init(dropout_rate=0.3, attention_dropout_rate=0.2)
+  with pytest.raises(Exception, match='dropout'):
+    model.apply({'params': params}, x, train=True)
+  a = model.apply({'params': params}, x, train=True, rngs={'dropout': jax.random.PRNGKey(5)})
+  b = model.apply({'params': params}, x, train=True, rngs={'dropout': jax.random.PRNGKey(5)})
+  c = model.apply({'params': params}, x, train=True, rngs={'dropout': jax.random.PRNGKey(6)})
+  e = model.apply({'params': params}, x, train=False)
+  np.testing.assert_array_equal(a, b)
+  assert float(jnp.abs(a - c).max()) > 1e-3 and float(jnp.abs(a - e).max()) > 1e-3
+  # evaluation ignores the rates: the same logits as a model without dropout
+  plain, _, _ = _init()
+  np.testing.assert_allclose(e, plain.apply({'params': params}, x), atol=1e-6)
+
+
+@pytest.mark.parametrize('policy', [None, 'dots_with_no_batch_dims_saveable'])
+def test_remat_gives_the_same_logits_and_gradients(policy):
+  model, params, x = _init()
+  remat = vit_jax.create_model('vit_base_patch16_224', **TINY, remat=True, remat_policy=policy)
+  loss = lambda m: lambda p: jnp.sum(m.apply({'params': p}, x, train=True) ** 2)  # noqa: E731
+  g0, g1 = jax.jit(jax.grad(loss(model)))(params), jax.jit(jax.grad(loss(remat)))(params)
+  # relative to the gradient's scale: some leaves are all cancellation noise
+  scale = max(float(jnp.abs(b).max()) for b in jax.tree.leaves(g1))
+  for a, b in zip(jax.tree.leaves(g0), jax.tree.leaves(g1)):
+    assert float(jnp.abs(a - b).max()) <= 1e-5 * scale
+
+
+def test_global_average_pooling_has_no_class_token():
+  model, params, x = _init(classifier='gap')
+  assert 'cls' not in params
+  assert params['Transformer']['posembed_input']['pos_embedding'].shape == (1, 16, 32)
+  assert model.apply({'params': params}, x).shape == (2, 10)
+
+
+def test_representation_layer_and_headless_features():
+  model, params, x = _init(representation_size=24)
+  assert params['pre_logits']['kernel'].shape == (32, 24)
+  feats = vit_jax.create_model('vit_base_patch16_224', **{**TINY, 'num_classes': 0},
+                               representation_size=24)
+  p = {k: v for k, v in params.items() if k != 'head'}
+  f = feats.apply({'params': p}, x)
+  assert f.shape == (2, 24) and float(jnp.abs(f).max()) <= 1.0  # tanh
+  np.testing.assert_allclose(model.apply({'params': params}, x),
+                             f @ params['head']['kernel'] + params['head']['bias'], atol=1e-5)
+
+
+def test_unknown_remat_policy_is_one_clear_error():
+  model = vit_jax.create_model('vit_base_patch16_224', **TINY, remat=True, remat_policy='fast')
+  with pytest.raises(ValueError, match="remat_policy 'fast' is not a jax.checkpoint_policies"):
+    model.init(jax.random.PRNGKey(0), jnp.zeros((1, 32, 32, 3)))
+
+
+def test_class_token_only_block_is_the_first_row_of_the_full_block():
+  block = vit.Encoder1DBlock(mlp_dim=64, num_heads=4)
+  x = jax.random.normal(jax.random.PRNGKey(0), (2, 9, 32))
+  p = block.init(jax.random.PRNGKey(1), x)
+  full, first = block.apply(p, x), block.apply(p, x, True, True)
+  assert first.shape == (2, 1, 32)
+  np.testing.assert_allclose(np.asarray(first), np.asarray(full[:, :1]), atol=1e-5)
+
+
+@pytest.mark.parametrize('kw', [{}, {'remat': True}, {'classifier': 'gap'}])
+def test_scanned_blocks_match_the_unrolled_model(kw):
+  """Same logits and gradients from the stacked parameters; the unrolled
+  class-token model computes only the class token in its last block, the
+  scanned one everything, so this also checks that shortcut."""
+  model, params, x = _init(**kw)
+  scanned = vit_jax.create_model('vit_base_patch16_224', **TINY, scan_layers=True, **kw)
+  stacked = scan_layout.stack_blocks(params)
+  assert jax.tree.map(jnp.shape, stacked) == jax.tree.map(
+      jnp.shape, jax.eval_shape(scanned.init, jax.random.PRNGKey(0), x)['params'])
+  np.testing.assert_allclose(scanned.apply({'params': stacked}, x),
+                             model.apply({'params': params}, x), atol=2e-5)
+  loss = lambda m: lambda p: jnp.sum(m.apply({'params': p}, x, train=True) ** 2)  # noqa: E731
+  g0 = jax.jit(jax.grad(loss(model)))(params)
+  g1 = scan_layout.unstack_blocks(jax.jit(jax.grad(loss(scanned)))(stacked))
+  scale = max(float(jnp.abs(b).max()) for b in jax.tree.leaves(g0))
+  for a, b in zip(jax.tree.leaves(g0), jax.tree.leaves(g1)):
+    assert float(jnp.abs(a - b).max()) <= 1e-5 * scale
+
+
+def test_exact_gelu_and_its_gradient_match_float64():
+  """x * Phi(x) through erf: float32-accurate in absolute terms, as PyTorch's."""
+  from math import erf, pi, sqrt
+  xs = np.linspace(-9.0, 9.0, 3601, dtype=np.float32)
+  phi = np.array([0.5 * (1 + erf(x / sqrt(2))) for x in xs.astype(np.float64)])
+  want = xs * phi
+  want_grad = phi + xs * np.exp(-0.5 * xs.astype(np.float64) ** 2) / sqrt(2 * pi)
+  got = jax.jit(lambda x: vit.gelu(x, approximate=False))(xs)
+  grad = jax.jit(jax.vmap(jax.grad(lambda x: vit.gelu(x, approximate=False))))(xs)
+  np.testing.assert_allclose(np.asarray(got, np.float64), want, rtol=2e-6, atol=2e-6)
+  np.testing.assert_allclose(np.asarray(grad, np.float64), want_grad, rtol=2e-6, atol=2e-6)
+  approx = vit.gelu(jnp.asarray(xs), approximate=True)
+  np.testing.assert_array_equal(approx, jax.nn.gelu(jnp.asarray(xs), approximate=True))
+  assert np.abs(np.asarray(approx) - want).max() > 1e-4  # the two forms do differ

@@ -1,7 +1,8 @@
 """One loader and one writer for every checkpoint format.
 
-Formats: timm `.pth`/`.pt`/`.bin` and `.safetensors`, Google `.npz`, our
-orbax directory, and a training workdir (its latest complete checkpoint).
+Formats: timm `.pth`/`.pt`/`.bin` and `.safetensors`, Google `.npz`, a
+Hugging Face transformers ViT directory, our orbax directory, and a training
+workdir (its latest complete checkpoint).
 Loading checks the file against the model key by key and shape by shape, then
 adapts the head and the position embeddings to the requested config.
 """
@@ -21,8 +22,9 @@ import ml_collections
 import numpy as np
 from flax import traverse_util
 
-from vit_jax import registry
-from vit_jax.checkpoints import adapt, google_layout, orbax_io, scan_layout, timm_layout
+from vit_jax.models import registry
+from vit_jax.checkpoints import (adapt, google_layout, hf_format, hf_layout, orbax_io,
+                                 safetensors_io, scan_layout, timm_layout)
 from vit_jax.checkpoints.errors import CheckpointError
 from vit_jax.checkpoints.torch_format import read_pth, write_pth
 
@@ -32,16 +34,22 @@ _HEAD = ('head/kernel', 'head/bias')
 
 
 def detect_format(path: str) -> str:
-  """'torch', 'safetensors', 'npz' or 'orbax' (a directory, or no suffix)."""
+  """'torch', 'safetensors', 'npz', 'hf' (a directory whose config.json has a
+  model_type) or
+  'orbax' (another directory, a path ending in .orbax or with no suffix)."""
   suffix = os.path.splitext(path.rstrip(os.sep))[1].lower()
-  if os.path.isdir(path) or not suffix:
+  if os.path.isdir(path) and hf_format.is_hf_dir(path):
+    return 'hf'
+  if os.path.isdir(path) or suffix in ('', '.orbax'):
     return 'orbax'
   if suffix in TORCH_SUFFIXES:
     return 'torch'
   if suffix in ('.safetensors', '.npz'):
     return suffix[1:]
   raise CheckpointError(f'{path}: unknown checkpoint format {suffix!r}; use .pth/.pt/.bin, '
-                        '.safetensors, .npz or a directory (orbax)')
+                        '.safetensors, .npz, a Hugging Face directory (with config.json) or '
+                        'an orbax directory (a directory, or a path ending in .orbax or with '
+                        'no suffix)')
 
 
 def expected_shapes(cfg: ml_collections.ConfigDict) -> dict[str, tuple[int, ...]]:
@@ -70,21 +78,15 @@ def _read_file(path: str, fmt: str) -> tuple[dict[str, np.ndarray], Optional[dic
     return traverse_util.flatten_dict(scan_layout.unstack_blocks(params), sep='/'), record
   if fmt == 'torch':
     return read_pth(path), None
+  if fmt == 'hf':
+    return hf_format.read_weights(path), None
   if fmt == 'npz':
     try:
       with np.load(path, allow_pickle=False) as z:
         return {k: z[k] for k in z.files}, None
     except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
       raise CheckpointError(f'{path}: truncated or not an .npz checkpoint ({e})') from None
-  from safetensors import SafetensorError
-  from safetensors.numpy import load_file
-  try:
-    arrays = load_file(path)
-    with open(path, 'rb') as f:
-      n = int.from_bytes(f.read(8), 'little')
-      meta = json.loads(f.read(n)).get('__metadata__') or {}
-  except (SafetensorError, ValueError, OSError) as e:
-    raise CheckpointError(f'{path}: truncated or not a safetensors file ({e})') from None
+  arrays, meta = safetensors_io.read(path)
   record = json.loads(meta[SAFETENSORS_META_KEY]) if SAFETENSORS_META_KEY in meta else None
   return arrays, record
 
@@ -92,8 +94,9 @@ def _read_file(path: str, fmt: str) -> tuple[dict[str, np.ndarray], Optional[dic
 def _to_flat(raw: dict[str, np.ndarray], fmt: str, cfg: ml_collections.ConfigDict,
              path: str) -> dict[str, np.ndarray]:
   """Our flat tree from the raw arrays; names any key the model lacks."""
-  if fmt in ('torch', 'safetensors'):
-    table = timm_layout.rules(cfg)
+  if fmt in ('torch', 'safetensors', 'hf'):
+    table = (hf_layout.rules(cfg, hf_format.prefix_of(raw)) if fmt == 'hf'
+             else timm_layout.rules(cfg))
     expected = timm_layout.expected_timm_keys(table)
     _check_keys(set(raw), expected, path, cfg)
     try:
@@ -153,10 +156,12 @@ def _check_shapes(flat: dict[str, np.ndarray], cfg: ml_collections.ConfigDict,
 
 def _probe_flat(raw: dict[str, np.ndarray], fmt: str) -> dict[str, np.ndarray]:
   """Head and position embedding in our names, before the full conversion."""
-  if fmt in ('torch', 'safetensors'):
-    probe = {adapt.POSEMB: raw['pos_embed']} if 'pos_embed' in raw else {}
-    if 'head.bias' in raw:
-      probe['head/bias'] = raw['head.bias']
+  if fmt in ('torch', 'safetensors', 'hf'):
+    pos, head = ((f'{hf_format.prefix_of(raw)}embeddings.position_embeddings', 'classifier.bias')
+                 if fmt == 'hf' else ('pos_embed', 'head.bias'))
+    probe = {adapt.POSEMB: raw[pos]} if pos in raw else {}
+    if head in raw:
+      probe['head/bias'] = raw[head]
     return probe
   return google_layout.to_ours(raw) if fmt == 'npz' else raw
 
@@ -166,14 +171,16 @@ def load_params(path: str, model_name: Optional[str] = None, *, log=logging.warn
   """(config, params) from any supported checkpoint, fitted to the model.
 
   `model_name` is needed where the file does not say the architecture (timm
-  and Google files, unless the file name is a registered weights file);
-  `overrides` replace config fields. A `num_classes` unlike the file's
-  re-initialises the head (zeros); an `image_size` unlike it resamples the
-  position embeddings.
+  and Google files, unless the file name is a registered weights file; an HF
+  directory's config.json says it); `overrides` replace config fields. A
+  `num_classes` unlike the file's re-initialises the head (zeros); an
+  `image_size` unlike it resamples the position embeddings.
   """
   fmt = detect_format(path)
   raw, record = _read_file(path, fmt)
-  if record is not None and model_name is None:
+  if fmt == 'hf':
+    target = hf_format.target_config(path, raw, model_name, overrides, log)
+  elif record is not None and model_name is None:
     stored = orbax_io.config_from_record(record, path)
     fields = {k: v for k, v in stored.to_dict().items() if k != 'name'}
     fields.update(overrides)
@@ -193,15 +200,20 @@ def load_params(path: str, model_name: Optional[str] = None, *, log=logging.warn
   return target, scan_layout.stack_blocks(params) if target.scan_layers else params
 
 
-def save_params(path: str, params: Any, config: ml_collections.ConfigDict) -> None:
-  """Write params in the format the path names, always in the release layout
-  (stacked `scan_layers` blocks are split); nothing is left on failure."""
-  fmt = detect_format(path)
+def save_params(path: str, params: Any, config: ml_collections.ConfigDict,
+                fmt: Optional[str] = None) -> None:
+  """Write params in `fmt` (by default the format the path names; 'hf' must
+  be asked for), always in the release layout (stacked `scan_layers` blocks
+  are split); nothing is left on failure."""
+  fmt = fmt or detect_format(path)
   params = scan_layout.unstack_blocks(jax.device_get(params))
   flat = {k: np.asarray(v, np.float32) for k, v in
           traverse_util.flatten_dict(params, sep='/').items()}
   if fmt == 'orbax':
     orbax_io.write(path, traverse_util.unflatten_dict(flat, sep='/'), config)
+    return
+  if fmt == 'hf':
+    hf_format.write(path, flat, config)
     return
   if fmt in ('torch', 'safetensors'):
     arrays = timm_layout.to_timm(flat, timm_layout.rules(config))

@@ -13,7 +13,7 @@ import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
 
-from vit_jax import registry
+from vit_jax.models import registry
 from vit_jax.checkpoints.errors import CheckpointError
 
 FORMAT = 'vit_jax'
@@ -28,7 +28,8 @@ def model_record(config: ml_collections.ConfigDict) -> dict:
 def config_from_record(record: dict, source: str) -> ml_collections.ConfigDict:
   if not isinstance(record, dict) or record.get('format') != FORMAT:
     raise CheckpointError(f'{source}: model description is not a vit_jax record')
-  fields = {k: v for k, v in record['config'].items() if k != 'name'}
+  # attention_impl: records written before the implementation followed the devices
+  fields = {k: v for k, v in record['config'].items() if k not in ('name', 'attention_impl')}
   try:
     return registry.get_model_config(record['model'], **fields)
   except ValueError as e:

@@ -18,13 +18,15 @@ from PIL import UnidentifiedImageError
 from vit_jax.data.preprocess import decode_rgb, eval_crop
 
 
-def _load(source, index: int, image_size: int, crop_pct: float, interpolation: str) -> dict:
+def _load(source, index: int, image_size: int, crop_pct: float, interpolation: str,
+          crop_mode: str) -> dict:
   """Read, decode and crop one record; a file that cannot be read or decoded
   becomes a flagged blank, so one bad file neither stops nor skews the run."""
   record = {'label': 0, 'id': source.id_of(index), 'real': []}
   try:
     record = source[index]
-    image = eval_crop(decode_rgb(record['image']), image_size, crop_pct, interpolation)
+    image = eval_crop(decode_rgb(record['image']), image_size, crop_pct, interpolation,
+                      crop_mode)
     error = ''
   except UnidentifiedImageError:
     image, error = np.zeros((image_size, image_size, 3), np.uint8), 'not an image PIL can read'
@@ -48,7 +50,8 @@ def num_batches(num_records: int, local_batch: int, process_count: int) -> int:
 
 
 def eval_batches(source, *, local_batch: int, image_size: int, crop_pct: float,
-                 interpolation: str = 'bicubic', process_index: int = 0,
+                 interpolation: str = 'bicubic', crop_mode: str = 'center',
+                 process_index: int = 0,
                  process_count: int = 1, workers: int = 8,
                  prefetch: Optional[int] = None) -> Iterator[dict]:
   """Yields dicts of host arrays: `image` uint8 (B, S, S, 3), `label` int32,
@@ -59,7 +62,7 @@ def eval_batches(source, *, local_batch: int, image_size: int, crop_pct: float,
   size = len(source)
   indices = range(process_index, size, process_count)
   ds = grain.MapDataset.range(len(indices)).map(
-      lambda i: _load(source, indices[i], image_size, crop_pct, interpolation))
+      lambda i: _load(source, indices[i], image_size, crop_pct, interpolation, crop_mode))
   ds = ds.batch(local_batch, batch_fn=list)
   it = ds.to_iter_dataset(grain.ReadOptions(num_threads=workers,
                                             prefetch_buffer_size=prefetch or 2 * workers))

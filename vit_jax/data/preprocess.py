@@ -3,7 +3,9 @@
 timm evaluated the card's weights with torchvision on PIL images: resize the
 shorter side to floor(image_size / crop_pct) with PIL's (antialiased)
 bicubic, centre crop, then scale to [0, 1] and normalise. Using PIL here too
-makes our crops identical to timm's, byte for byte.
+makes our crops identical to timm's, byte for byte. The 'squash' crop mode
+(timm's name) resizes both sides instead, ignoring the aspect ratio, as
+Hugging Face's ViT image processors do.
 """
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ from PIL import Image
 
 _INTERPOLATION = {'bicubic': Image.BICUBIC, 'bilinear': Image.BILINEAR,
                   'nearest': Image.NEAREST, 'lanczos': Image.LANCZOS}
+CROP_MODES = ('center', 'squash')
 
 
 def decode_rgb(data: Union[bytes, str]) -> Image.Image:
@@ -36,10 +39,11 @@ def shorter_side_size(w: int, h: int, size: int) -> tuple[int, int]:
 def resize_shorter_side(img: Image.Image, size: int, interpolation: str = 'bicubic'
                         ) -> Image.Image:
   """torchvision's Resize(int): short side to `size`, long side truncated."""
-  new_size = shorter_side_size(*img.size, size)
-  if new_size == img.size:
-    return img
-  return img.resize(new_size, _INTERPOLATION[interpolation])
+  return _resize_to(img, shorter_side_size(*img.size, size), interpolation)
+
+
+def _resize_to(img: Image.Image, new_size: tuple[int, int], interpolation: str) -> Image.Image:
+  return img if new_size == img.size else img.resize(new_size, _INTERPOLATION[interpolation])
 
 
 def center_offsets(w: int, h: int, size: int) -> tuple[int, int]:
@@ -61,19 +65,29 @@ def center_crop(img: Image.Image, size: int) -> Image.Image:
   return img.crop((left, top, left + size, top + size))
 
 
-def eval_crop(img: Image.Image, image_size: int, crop_pct: float,
-              interpolation: str = 'bicubic') -> np.ndarray:
-  """uint8 (image_size, image_size, 3): PIL's output before normalisation."""
+def _resized_size(w: int, h: int, image_size: int, crop_pct: float, crop_mode: str
+                  ) -> tuple[int, int]:
+  """(w, h) of the image before the centre crop."""
   scale = math.floor(image_size / crop_pct)
-  return np.asarray(center_crop(resize_shorter_side(img, scale, interpolation), image_size),
-                    np.uint8)
+  if crop_mode == 'center':
+    return shorter_side_size(w, h, scale)
+  if crop_mode == 'squash':
+    return scale, scale
+  raise ValueError(f'crop_mode must be one of {CROP_MODES}, got {crop_mode!r}')
 
 
-def eval_crop_box(w: int, h: int, image_size: int, crop_pct: float
+def eval_crop(img: Image.Image, image_size: int, crop_pct: float,
+              interpolation: str = 'bicubic', crop_mode: str = 'center') -> np.ndarray:
+  """uint8 (image_size, image_size, 3): PIL's output before normalisation."""
+  img = _resize_to(img, _resized_size(*img.size, image_size, crop_pct, crop_mode), interpolation)
+  return np.asarray(center_crop(img, image_size), np.uint8)
+
+
+def eval_crop_box(w: int, h: int, image_size: int, crop_pct: float, crop_mode: str = 'center'
                   ) -> tuple[float, float, float, float]:
   """(left, top, right, bottom) of the eval crop in the original image's
   pixels: where a map over the crop belongs on the uncropped picture."""
-  new_w, new_h = shorter_side_size(w, h, math.floor(image_size / crop_pct))
+  new_w, new_h = _resized_size(w, h, image_size, crop_pct, crop_mode)
   left, top = center_offsets(new_w, new_h, image_size)
   sx, sy = new_w / w, new_h / h
   return left / sx, top / sy, (left + image_size) / sx, (top + image_size) / sy

@@ -7,7 +7,7 @@ import pytest
 from flax import traverse_util
 
 import vit_jax
-from vit_jax import registry
+from vit_jax.models import registry
 from vit_jax.checkpoints import CheckpointError, load_params, orbax_io, save_params
 from vit_jax.checkpoints.adapt import resample_posemb
 from vit_jax.checkpoints.formats import _read_file

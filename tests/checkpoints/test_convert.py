@@ -9,11 +9,11 @@ import jax
 import numpy as np
 import pytest
 
-from convert.__main__ import main
-from vit_jax.checkpoints import load_params, torch_format
+from vit_jax.cli.convert import main
+from vit_jax.checkpoints import CheckpointError, detect_format, load_params, torch_format
 from conftest import data_path, timm_twin
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 B16 = data_path('timm', 'vit_base_patch16_224.pth')
 
 
@@ -99,6 +99,22 @@ def test_pickled_code_is_refused_and_not_run(tmp_path):
   r = _run(str(evil), str(tmp_path / 'out.npz'), *_twin_args())
   assert r.returncode != 0 and 'refusing global' in r.stderr and 'Traceback' not in r.stderr
   assert not marker.exists() and not (tmp_path / 'out.npz').exists()
+
+
+def test_an_orbax_suffix_names_an_orbax_directory(tmp_path, capsys):
+  assert detect_format(str(tmp_path / 'b16.orbax')) == 'orbax'
+  assert main([B16, str(tmp_path / 'b16.orbax'), *_twin_args()]) == 0
+  assert '(orbax, model vit_base_patch16_224' in capsys.readouterr().out
+  assert (tmp_path / 'b16.orbax' / 'params').is_dir()
+  cfg, params = load_params(str(tmp_path / 'b16.orbax'))
+  overrides, _ = timm_twin('vit_base_patch16_224')
+  _, ref = load_params(B16, 'vit_base_patch16_224', **overrides)
+  assert cfg.hidden_size == 64
+  for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(ref)):
+    np.testing.assert_array_equal(a, b)
+  with pytest.raises(CheckpointError, match=r"unknown checkpoint format '.ckpt'; .*ending in "
+                                            r'\.orbax'):
+    detect_format('model.ckpt')
 
 
 def test_existing_destination_needs_overwrite(tmp_path, capsys):

@@ -7,8 +7,7 @@ import pytest
 import vit_jax
 from vit_jax.checkpoints import timm_layout
 from vit_jax.checkpoints.formats import expected_shapes
-from conftest import CARD_MODELS, data_path
-from test_registry import CARD_COUNTS
+from conftest import CARD_COUNTS, CARD_MODELS, data_path
 
 
 def _free_array(shape):

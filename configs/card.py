@@ -8,8 +8,12 @@ momentum, cosine, clipping, dropout 0); its 384 and ViT-L entries are the
 fine-tuning runs (batch 512, momentum 0.9, weight decay 0) from the ImageNet-21k
 checkpoints, so those recipes need --config.pretrained. vit_small_patch16_224
 lists only its image size and crop; it gets the from-scratch recipe.
+
+Every recipe computes in bfloat16 (parameters and optimizer state stay
+float32) and fits the card's hardware: the from-scratch ones (batch 4096) a
+v3-32, the fine-tuning ones (batch 512) a v3-8 (`common.FIT_V3_8`).
 """
-from configs.common import base_config
+from configs.common import base_config, fit_v3_8
 
 IMAGENET_TRAIN = 1_281_167
 CARD = {
@@ -31,6 +35,7 @@ def get_config(model: str = 'vit_base_patch16_224'):
   c.model = model
   c.model_overrides = {'crop_pct': recipe['crop_pct'], 'dropout_rate': 0.0}
   c.image_size = recipe['image_size']
+  c.dtype = 'bfloat16'  # computed in bf16 on TPUs and GPUs; parameters stay float32
   c.optimizer = 'sgd'
   c.momentum = 0.9
   c.grad_clip_norm = 1.0
@@ -46,6 +51,7 @@ def get_config(model: str = 'vit_base_patch16_224'):
     c.warmup_steps = 500
     c.lr = 0.01
     c.weight_decay = 0.0
+    fit_v3_8(c)
   c.eval_batch_size = 512
   c.checkpoint_every = 1000
   c.eval_every = 2000

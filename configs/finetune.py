@@ -9,7 +9,7 @@ PATH is anything `load_params` reads (timm .pth/.safetensors, Google .npz,
 orbax, a training workdir). The image size is the model's unless
 --config.image_size says otherwise.
 """
-from configs.common import base_config
+from configs.common import base_config, fit_v3_8
 
 import vit_jax
 
@@ -32,6 +32,8 @@ def get_config(model: str = 'vit_base_patch16_384'):
   c.grad_clip_norm = 1.0
   c.label_smoothing = 0.0
   c.pretrained = ''               # required: set --config.pretrained
+  c.dtype = 'bfloat16'            # parameters and optimizer state stay float32
+  fit_v3_8(c)                     # batch 512 fits a v3-8
   c.checkpoint_every = 1000
   c.eval_every = 2000
   c.log_every = 100

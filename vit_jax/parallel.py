@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import collections
 import itertools
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable, Iterator, Optional, Sequence
 
 import jax
 import numpy as np
@@ -18,13 +18,14 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 BATCH_AXES = ('data', 'fsdp')
 
 
-def make_mesh(fsdp: int = 1) -> Mesh:
-  """A (data, fsdp) mesh over all devices; `fsdp` devices share each replica."""
-  n = jax.device_count()
+def make_mesh(fsdp: int = 1, devices: Optional[Sequence[jax.Device]] = None) -> Mesh:
+  """A (data, fsdp) mesh over `devices` (default: all of every process);
+  `fsdp` devices share each replica."""
+  devices = list(jax.devices() if devices is None else devices)
+  n = len(devices)
   if fsdp < 1 or n % fsdp:
     raise ValueError(f'fsdp={fsdp} must divide the device count {n}')
-  devices = np.asarray(jax.devices()).reshape(n // fsdp, fsdp)
-  return Mesh(devices, BATCH_AXES)
+  return Mesh(np.asarray(devices).reshape(n // fsdp, fsdp), BATCH_AXES)
 
 
 def batch_sharding(mesh: Mesh) -> NamedSharding:
@@ -36,13 +37,16 @@ def replicated(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, P())
 
 
-def check_batch_size(global_batch: int, what: str = 'batch_size') -> int:
-  """The per-process batch; a clear error when the devices don't divide it."""
-  n = jax.device_count()
+def check_batch_size(global_batch: int, what: str = 'batch_size',
+                     mesh: Optional[Mesh] = None) -> int:
+  """The per-process batch; a clear error when the devices (of `mesh`,
+  default all) don't divide it."""
+  devices = jax.devices() if mesh is None else list(mesh.devices.flat)
+  n = len(devices)
   if global_batch % n:
     raise ValueError(f'{what}={global_batch} is not divisible by the {n} devices; '
                      f'use a multiple of {n}')
-  return global_batch // jax.process_count()
+  return global_batch // len({d.process_index for d in devices})
 
 
 def global_batch(mesh: Mesh, local: Any) -> Any:

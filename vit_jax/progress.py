@@ -1,4 +1,6 @@
-"""A one-line progress bar with images/s and ETA, on the first process only."""
+"""Progress of a run on process 0: tqdm's bar on a terminal; one plain line
+per log interval where stdout is a file (a pod worker's log, nohup, CI), as
+clu's periodic reports do, never carriage-return frames."""
 from __future__ import annotations
 
 import sys
@@ -6,40 +8,56 @@ import time
 from typing import Optional, TextIO
 
 import jax
+from tqdm import tqdm
+
+
+def _fields(fields: dict) -> str:
+  return '  '.join(f'{k} {v:.4g}' if isinstance(v, float) else f'{k} {v}'
+                   for k, v in fields.items())
 
 
 class Progress:
-  """`update(n_images, **fields)` after each step; `close()` at the end."""
+  """`update(images)` after each step, `log(step, **fields)` at each log
+  interval, `close()` at the end; steps count from `start_step` (a resumed
+  run) to `total_steps`."""
 
   def __init__(self, total_steps: int, desc: str, enabled: bool = True,
-               stream: Optional[TextIO] = None, min_interval: float = 0.5):
-    self.total, self.desc = total_steps, desc
+               stream: Optional[TextIO] = None, start_step: int = 0):
+    self.total, self.desc, self.start_step = total_steps, desc, start_step
     self.enabled = enabled and jax.process_index() == 0
-    self.stream = stream or sys.stderr
-    self.min_interval = min_interval
+    self.stream = stream or sys.stdout
+    self.interactive = self.enabled and self.stream.isatty()
     self.steps = self.images = 0
-    self.start = self._last = time.perf_counter()
+    self.start = time.perf_counter()
+    self._bar = (tqdm(total=total_steps, initial=start_step, desc=desc, unit='step',
+                      file=self.stream, dynamic_ncols=True, leave=True)
+                 if self.interactive else None)
 
   @property
   def images_per_sec(self) -> float:
     return self.images / max(time.perf_counter() - self.start, 1e-9)
 
-  def update(self, images: int, steps: int = 1, **fields) -> None:
+  def update(self, images: int, steps: int = 1) -> None:
     self.steps += steps
     self.images += images
-    now = time.perf_counter()
-    if not self.enabled or (now - self._last < self.min_interval and self.steps < self.total):
+    if self._bar is not None:
+      self._bar.set_postfix_str(f'{self.images_per_sec:.1f} img/s', refresh=False)
+      self._bar.update(steps)
+
+  def log(self, step: int, **fields) -> None:
+    """The logged values: on the bar, or as one line of their own."""
+    if not self.enabled:
       return
-    self._last = now
-    rate = self.steps / max(now - self.start, 1e-9)
-    eta = (self.total - self.steps) / rate if rate > 0 else 0.0
-    extra = ''.join(f'  {k} {v:.4g}' if isinstance(v, float) else f'  {k} {v}'
-                    for k, v in fields.items())
-    self.stream.write(f'\r{self.desc} {self.steps}/{self.total}{extra}  '
-                      f'{self.images_per_sec:.1f} img/s  ETA {eta:.0f}s ')
+    if self._bar is not None:
+      self._bar.set_postfix_str(f'{_fields(fields)}  {self.images_per_sec:.1f} img/s')
+      return
+    rate = self.steps / max(time.perf_counter() - self.start, 1e-9)
+    eta = tqdm.format_interval((self.total - step) / rate) if rate else '?'
+    extra = f'  {_fields(fields)}' if fields else ''
+    self.stream.write(f'{self.desc} {step}/{self.total}{extra}  '
+                      f'{self.images_per_sec:.1f} img/s  ETA {eta}\n')
     self.stream.flush()
 
   def close(self) -> None:
-    if self.enabled:
-      self.stream.write('\n')
-      self.stream.flush()
+    if self._bar is not None:
+      self._bar.close()

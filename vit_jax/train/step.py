@@ -7,13 +7,15 @@ bad can reach a checkpoint; the host stops the run when it sees bad_step.
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import optax
 
+from vit_jax import backends
+from vit_jax.train.fsdp import sharded
 from vit_jax.train.losses import cross_entropy
 
 
@@ -30,34 +32,48 @@ def init_state(model: nn.Module, tx: optax.GradientTransformation, image_size: i
 
 def make_train_step(model: nn.Module, tx: optax.GradientTransformation,
                     lr_fn: Callable, mean: Sequence[float], std: Sequence[float],
-                    label_smoothing: float = 0.0, accum_steps: int = 1) -> Callable:
-  """(state, images uint8 NHWC, labels) -> (state, metrics); not yet jitted."""
+                    label_smoothing: float = 0.0, accum_steps: int = 1,
+                    devices: Optional[Sequence[jax.Device]] = None,
+                    kernels: bool = True, fsdp: Optional[tuple] = None) -> Callable:
+  """(state, images uint8 NHWC, labels) -> (state, metrics); not yet jitted.
+  `devices` (default: all) are those the step will run on: their platform
+  picks the layers' implementations (`vit_jax.backends`); `kernels=False`
+  keeps the model as written (the benchmark's reference models). `fsdp`:
+  (mesh, the parameters' PartitionSpecs) of sharded parameters, whose
+  gradients `vit_jax.train.fsdp` computes."""
   mean, std = jnp.asarray(mean, jnp.float32), jnp.asarray(std, jnp.float32)
+  devices = list(jax.devices() if devices is None else devices)
 
-  def loss_fn(params, images, labels, rng):
+  def loss_fn(params, images, labels, rng, gather):
     x = (images.astype(jnp.float32) / 255.0 - mean) / std
-    logits = model.apply({'params': params}, x, train=True, rngs={'dropout': rng})
+    with backends.for_devices(devices, kernels):
+      logits = model.apply({'params': gather(params)}, x, train=True, rngs={'dropout': rng})
     return cross_entropy(logits, labels, label_smoothing)
 
   grad_fn = jax.value_and_grad(loss_fn)
   optimizer = optax.with_extra_args_support(tx)
 
+  def loss_and_grads(params, images, labels, rng, gather=lambda p: p):
+    if accum_steps == 1:
+      return grad_fn(params, images, labels, rng, gather)
+    # micro-batch k takes rows k, k + accum, ...: every device keeps its own rows
+    split = lambda a: jnp.moveaxis(  # noqa: E731
+        a.reshape((a.shape[0] // accum_steps, accum_steps) + a.shape[1:]), 1, 0)
+
+    def micro(carry, xs):
+      out = grad_fn(params, xs[0], xs[1], jax.random.fold_in(rng, xs[2]), gather)
+      return jax.tree.map(jnp.add, carry, out), None
+    zeros = (jnp.zeros(()), jax.tree.map(jnp.zeros_like, params))
+    (loss, grads), _ = jax.lax.scan(
+        micro, zeros, (split(images), split(labels), jnp.arange(accum_steps)))
+    return jax.tree.map(lambda g: g / accum_steps, (loss, grads))
+
+  if fsdp is not None:
+    loss_and_grads = sharded(loss_and_grads, *fsdp)
+
   def step(state, images, labels):
     rng = jax.random.fold_in(state['rng'], state['step'])
-    if accum_steps == 1:
-      loss, grads = grad_fn(state['params'], images, labels, rng)
-    else:
-      # micro-batch k takes rows k, k + accum, ...: every device keeps its own rows
-      split = lambda a: jnp.moveaxis(  # noqa: E731
-          a.reshape((a.shape[0] // accum_steps, accum_steps) + a.shape[1:]), 1, 0)
-
-      def micro(carry, xs):
-        loss, grads = grad_fn(state['params'], xs[0], xs[1], jax.random.fold_in(rng, xs[2]))
-        return jax.tree.map(jnp.add, carry, (loss, grads)), None
-      zeros = (jnp.zeros(()), jax.tree.map(jnp.zeros_like, state['params']))
-      (loss, grads), _ = jax.lax.scan(
-          micro, zeros, (split(images), split(labels), jnp.arange(accum_steps)))
-      loss, grads = jax.tree.map(lambda g: g / accum_steps, (loss, grads))
+    loss, grads = loss_and_grads(state['params'], images, labels, rng)
     grad_norm = optax.tree.norm(grads)
     finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
 

@@ -16,14 +16,13 @@ import ml_collections
 import numpy as np
 from jax.experimental import multihost_utils
 
-from vit_jax import parallel, registry
+from vit_jax import parallel, summary
 from vit_jax.data.sources import DatasetError, open_source
 from vit_jax.data.train_pipeline import train_batches
 from vit_jax.progress import Progress
 from vit_jax.train.checkpointing import Checkpointer
 from vit_jax.train.metrics import MetricsWriter
-from vit_jax.train.optim import make_optimizer, schedule
-from vit_jax.train.step import init_state, make_train_step
+from vit_jax.train.program import build, model_config_of, model_overrides
 
 # Tests: 'step:N' SIGKILLs the process before step N (once earlier saves are
 # durable); 'save:N' right after the asynchronous save of step N has started.
@@ -62,60 +61,46 @@ def _fault(kind: str, step: int, before=None) -> None:
 
 def model_config(config: ml_collections.ConfigDict):
   """The model config (and pretrained params, if any) a training config asks for."""
-  overrides = dict(config.model_overrides)
-  overrides.update(image_size=config.image_size, dtype=config.dtype)
   if config.pretrained == '':  # None trains from scratch; '' marks a fine-tuning recipe
     raise ValueError('this recipe fine-tunes: set --config.pretrained=PATH (any format '
                      'load_params reads)')
-  if config.pretrained:
-    from vit_jax.checkpoints import load_params
-    return load_params(config.pretrained, config.model, log=print, **overrides)
-  return registry.get_model_config(config.model, **overrides), None
+  if not config.pretrained:
+    return model_config_of(config), None
+  from vit_jax.checkpoints import load_params
+  return load_params(config.pretrained, config.model, log=print, **model_overrides(config))
 
 
 def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Train until `total_steps` (or preemption); returns the last metrics."""
-  # --- Model, data and optimizer ---
+  # --- Model, data, mesh, shardings and the step ---
   mcfg, pretrained = model_config(config)
-  model = registry.module_from_config(mcfg)
   source = open_source(config.dataset, config.data_dir)
   if source.num_classes > mcfg.num_classes:
     raise DatasetError(f'{config.dataset} has {source.num_classes} classes but the model '
                        f'{mcfg.num_classes}; set model_overrides.num_classes')
-  mesh = parallel.make_mesh(config.fsdp)
-  parallel.check_batch_size(config.batch_size)
-  if config.batch_size % (jax.device_count() * config.accum_steps):
-    raise ValueError(f'batch_size={config.batch_size} must be divisible by the device count '
-                     f'({jax.device_count()}) times accum_steps ({config.accum_steps})')
-  tx = make_optimizer(config)
-  lr_fn = schedule(config.lr, config.warmup_steps, config.total_steps)
+  program = build(config, mcfg, pretrained=pretrained)
+  model, mesh, shardings = program.model, program.mesh, program.state_shardings
 
-  # --- State: shapes first, then shardings, then restore or initialise ---
-  init = lambda p: init_state(model, tx, config.image_size, config.seed, p)  # noqa: E731
-  abstract = jax.eval_shape(init, pretrained)
-  shardings = parallel.param_shardings(mesh, abstract)
-  abstract = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
-                          abstract, shardings)
+  summary.print_startup('training', config, mcfg, mesh, program.abstract_state['params'],
+                        config.batch_size)
+  changed = summary.keep_config(config, workdir)
+
+  # --- State: restore or initialise ---
   ckpt = Checkpointer(workdir, config.keep_checkpoints)
   start = ckpt.latest_step()
+  if start is not None and changed:
+    print(f'resuming with a different config: {", ".join(changed)}')
   writer = MetricsWriter(workdir, start)
   if start is not None:
-    state = ckpt.restore(start, abstract)
+    state = ckpt.restore(start, program.abstract_state)
     print(f'resumed from {workdir} at step {start}')
   else:
-    state = jax.jit(init, out_shardings=shardings)(pretrained)
+    state = jax.jit(program.init, out_shardings=shardings)(pretrained)
     start = 0
-
-  # --- The step ---
-  batch_sh = parallel.batch_sharding(mesh)
-  step_fn = jax.jit(
-      make_train_step(model, tx, lr_fn, mcfg.mean, mcfg.std, config.label_smoothing,
-                      config.accum_steps),
-      in_shardings=(shardings, batch_sh, batch_sh),
-      out_shardings=(shardings, parallel.replicated(mesh)), donate_argnums=(0,))
+  step_fn = program.step
 
   def evaluate_now() -> dict:
-    from vit_jax.evaluate import evaluate
+    from vit_jax.eval.evaluate import evaluate
     out = evaluate(model, state['params'], config.eval_dataset, model_config=mcfg,
                    batch_size=config.eval_batch_size, mesh=mesh, data_dir=config.data_dir,
                    workers=config.workers, progress=False)
@@ -123,21 +108,21 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
   # --- The loop ---
   preemption = _Preemption()
-  bar = Progress(config.total_steps - start, 'train')
+  bar = Progress(config.total_steps, 'train', start_step=start)
   batches = parallel.prefetch_to_device(train_batches(
       source, seed=config.seed, start_step=start, total_steps=config.total_steps,
       batch_size=config.batch_size, image_size=config.image_size,
       process_index=jax.process_index(), process_count=jax.process_count(),
       crop_scale=tuple(config.crop_scale), flip=config.flip, workers=config.workers), mesh)
   last: dict = {}
-  shown: dict = {}  # the progress bar repeats the last logged loss
+  preempted = None
   tick, tick_step = time.perf_counter(), start
   try:
     for step in range(start + 1, config.total_steps + 1):
       _fault('step', step, before=ckpt.wait)
       batch = next(batches)
       state, metrics = step_fn(state, batch['image'], batch['label'])
-      bar.update(config.batch_size, **shown)
+      bar.update(config.batch_size)
       logging_step = step % config.log_every == 0 or step == config.total_steps
       evaluating = bool(config.eval_dataset) and (
           (config.eval_every and step % config.eval_every == 0) or step == config.total_steps)
@@ -152,13 +137,13 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
         if evaluating:
           last.update(evaluate_now())
         writer.write(step, last)
-        shown = {'loss': last['loss']}
+        bar.log(step, **{k: last[k] for k in ('loss', 'top1') if k in last})
         tick, tick_step = time.perf_counter(), step
       if saving or stop:
         ckpt.save(step, state, mcfg)
         _fault('save', step)
       if stop:
-        print(f'\nSIGTERM: saved step {step}; exiting')
+        preempted = step
         break
   finally:
     bar.close()
@@ -166,6 +151,8 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
     ckpt.wait()
     ckpt.close()
     writer.close()
+  if preempted is not None:
+    print(f'SIGTERM: saved step {preempted}; exiting')
   if 'top1' in last:
     print(f'held-out {config.eval_dataset}: top-1 {100 * last["top1"]:.2f}%  '
           f'top-5 {100 * last["top5"]:.2f}%')

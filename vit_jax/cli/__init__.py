@@ -1,4 +1,5 @@
-"""Entry-point plumbing shared by eval.py and train.py: one-line errors.
+"""The command-line programs (train, eval, predict, convert) and what they
+share: recipes by name, one-line errors, the TPU plan flags.
 
 ml_collections applies `--config.KEY=VALUE` overrides both while the flag is
 defined and while absl parses the command line, and defers errors of the
@@ -9,10 +10,12 @@ from __future__ import annotations
 
 import re
 import sys
-from typing import NoReturn
+from typing import NoReturn, Optional
 
 from absl import flags
 from ml_collections import config_flags
+
+from vit_jax.cli import recipes
 
 
 def fail(message: str, code: int = 1) -> NoReturn:
@@ -41,22 +44,54 @@ def one_line(text: str) -> str:
   return ' '.join(line.strip() for line in text.splitlines() if line.strip())
 
 
+_MODEL_OVERRIDES: list[tuple[str, str]] = []
+
+
 def define_config(default: str, help_text: str):
-  """`--config` with `--config.KEY=VALUE` overrides on a locked config."""
+  """`--config` with `--config.KEY=VALUE` overrides on a locked config; a
+  recipe may be named as an installed package has it (`recipes.resolve`),
+  and `--config.model_overrides.KEY=VALUE` sets any model config field."""
+  sys.argv[:], overrides = recipes.rewrite_argv(sys.argv)
+  _MODEL_OVERRIDES[:] = overrides
   try:
-    return config_flags.DEFINE_config_file('config', default, help_text, lock_config=True)
+    return config_flags.DEFINE_config_file('config', recipes.resolve(default), help_text,
+                                           lock_config=True)
   except (KeyError, AttributeError, ValueError, TypeError) as e:
     _override_error(e)
 
 
 def parse_flags(argv: list[str]) -> list[str]:
-  """absl's parser for `app.run(main, flags_parser=parse_flags)`."""
+  """absl's parser for `app.run(main, flags_parser=parse_flags)`; --help
+  exits 0 (absl's own exits 1)."""
   try:
     return flags.FLAGS(argv)
+  except SystemExit as e:
+    asked = any(a in ('-h', '--help', '--helpshort', '--helpfull') for a in argv[1:])
+    sys.exit(0 if asked and e.code == 1 else e.code)
   except (KeyError, AttributeError) as e:
     _override_error(e)
   except (flags.Error, ValueError, TypeError) as e:
     fail(f'bad flag: {one_line(str(e))}', 2)
+
+
+def define_plan_flags():
+  """--compile_for and --plan_json: compile the command's step for a TPU
+  slice on this machine and report it, instead of running it."""
+  return (flags.DEFINE_string('compile_for', None, 'a TPU slice (e.g. v3-8, v5litepod-16): '
+                              'compile the step for it, print the plan and exit'),
+          flags.DEFINE_string('plan_json', None, 'with --compile_for: also write the plan '
+                              'as JSON here'))
+
+
+def finish_plan(plan: dict, plan_json: Optional[str]) -> NoReturn:
+  """Print the plan (and write its JSON); exit 0 when the step fits, 3 when not."""
+  from vit_jax.plan import report
+  for line in report.lines(plan):
+    print(line)
+  if plan_json:
+    report.write_json(plan, plan_json)
+    print(f'wrote {plan_json}')
+  sys.exit(0 if plan['fits'] else 3)
 
 
 def load_config(holder):
@@ -64,6 +99,10 @@ def load_config(holder):
   try:
     config = holder.value
     config.get('model')
-    return config
   except Exception as e:  # noqa: BLE001 -- ml_collections defers load errors to here
     fail(f'bad --config: {one_line(str(e))}', 2)
+  try:
+    recipes.apply_overrides(config, _MODEL_OVERRIDES)
+  except ValueError as e:
+    fail(str(e), 2)
+  return config

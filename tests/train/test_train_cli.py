@@ -48,7 +48,7 @@ def test_non_finite_loss_stops_naming_the_step_without_a_bad_checkpoint(tmp_path
 
 
 def test_finetune_from_a_timm_pth_to_a_new_size_and_head(tmp_path, data):
-  pth = os.path.join(ROOT, 'tests', 'data', 'timm', 'vit_base_patch16_224.pth')
+  pth = os.path.join(ROOT, 'tests', 'fixtures', 'timm', 'vit_base_patch16_224.pth')
   twin = ("{'hidden_size': 64, 'num_layers': 2, 'num_heads': 4, 'mlp_dim': 256, "
           "'num_classes': 3}")
   work = tmp_path / 'ft'

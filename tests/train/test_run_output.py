@@ -1,0 +1,58 @@
+"""What a run says and keeps: the start-up summary before the first step,
+progress as plain lines when stdout is a file, WORKDIR/config.json, and
+a resumed run naming the config keys that changed."""
+import json
+import os
+import subprocess
+import sys
+
+from eval_helpers import photo_folder
+from train_helpers import ROOT, tiny_args
+
+
+def _run_to_file(args, log_path, devices=1):
+  env = dict(os.environ, XLA_FLAGS=f'--xla_force_host_platform_device_count={devices}')
+  with open(log_path, 'w') as log:
+    rc = subprocess.run([sys.executable, os.path.join(ROOT, 'train.py'), *args], cwd=ROOT,
+                        env=env, stdout=log, stderr=subprocess.STDOUT, timeout=300).returncode
+  with open(log_path) as f:
+    return rc, f.read()
+
+
+def test_a_run_logged_to_a_file_reads_line_by_line(tmp_path):
+  data = photo_folder(str(tmp_path / 'data'), counts=(4, 4, 4))
+  work = tmp_path / 'run'
+  args = tiny_args(work, data, total_steps=6, log_every=2) + [
+      '--config.model_overrides.remat=True']  # a field the recipe's dict does not have
+  rc, text = _run_to_file(args, tmp_path / 'log.txt')
+  assert rc == 0, text[-2000:]
+  lines = text.splitlines()
+  assert '\r' not in text and max(len(line) for line in lines) <= 400
+  first_step = next(i for i, line in enumerate(lines) if line.startswith('train 2/6'))
+  summary = '\n'.join(lines[:first_step])
+  for expected in ('vit-jax training, config:', '  lr: 0.05', 'versions: jax ',
+                   'platform cpu: 1 device (cpu)', 'batch: global 8, per host 8, per device 8',
+                   'model vit_tiny_patch16_224: ', ' parameters', 'first step compiles'):
+    assert expected in summary, expected
+  progress = [line for line in lines if line.startswith('train ')]
+  assert [line.split()[1] for line in progress] == ['2/6', '4/6', '6/6']
+  assert all('loss ' in line and 'img/s' in line and 'ETA' in line for line in progress)
+  kept = json.loads((work / 'config.json').read_text())
+  assert (kept['model'], kept['batch_size'], kept['lr']) == ('vit_tiny_patch16_224', 8, 0.05)
+  assert kept['model_overrides']['remat'] is True
+
+  # the same workdir with another learning rate and more steps: the change is named
+  rc, text = _run_to_file(tiny_args(work, data, total_steps=8, log_every=2, lr=0.01),
+                          tmp_path / 'log2.txt')
+  assert rc == 0, text[-2000:]
+  changed = next(line for line in text.splitlines() if line.startswith('resuming with'))
+  assert "lr (0.05 -> 0.01)" in changed and "total_steps (6 -> 8)" in changed
+  assert json.loads((work / 'config.json').read_text())['lr'] == 0.01
+
+
+def test_an_unknown_model_field_is_one_line(tmp_path):
+  rc, text = _run_to_file(['--config=configs/quickstart.py', f'--workdir={tmp_path}',
+                           '--config.model_overrides.dropout=0.1'], tmp_path / 'log.txt')
+  assert rc == 2
+  assert text.strip().startswith('error: --config.model_overrides.dropout: the model config '
+                                 "has no field 'dropout'") and len(text.strip().splitlines()) == 1

@@ -1,0 +1,136 @@
+"""Convert a Vision Transformer checkpoint between formats.
+
+    python -m convert SRC DST [--to hf] [--model NAME] [--num-classes N] [--set KEY=VALUE ...]
+
+The format of each side comes from its suffix: .pth/.pt/.bin (timm state
+dict), .safetensors (timm names), .npz (Google's release layout), or a
+directory (vit_jax orbax checkpoint; also a path ending in .orbax). A
+Hugging Face transformers ViT directory (config.json) reads as SRC, and
+`--to hf` writes one. SRC may also be a training workdir.
+"""
+from __future__ import annotations
+
+import argparse
+import ast
+import os
+import shutil
+import sys
+import tempfile
+from typing import Any, Optional, Sequence
+
+EXAMPLES = """examples:
+  python -m convert jx_vit_base_p16_224-80ecf9dd.pth vit_b16_224/
+  python -m convert vit_b16_224/ vit_b16_224.safetensors
+  python -m convert ViT-B_16.npz vit_b16_in21k/ --model vit_base_patch16_224_in21k
+  python -m convert vit_b16_224/ b16_cifar10_384/ --num-classes 10 --set image_size=384
+  python -m convert vit-base-patch16-224/ vit_b16_hf.orbax
+  python -m convert vit_b16_224/ vit-b16-for-transformers/ --to hf
+"""
+DIRECTORY_FORMATS = ('hf', 'orbax')
+
+
+def _parse_set(items: Sequence[str]) -> dict[str, Any]:
+  out = {}
+  for item in items:
+    key, sep, value = item.partition('=')
+    if not sep or not key:
+      raise ValueError(f'--set takes KEY=VALUE, got {item!r}')
+    try:
+      out[key] = ast.literal_eval(value)
+    except (ValueError, SyntaxError):
+      out[key] = value
+  return out
+
+
+def build_parser() -> argparse.ArgumentParser:
+  p = argparse.ArgumentParser(
+      prog='python -m convert' if sys.argv[0].endswith('__main__.py') else None,
+      description=__doc__.split('\n\n')[0],
+      epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+  p.add_argument('src', nargs='?', help='checkpoint to read: .pth/.pt/.bin, .safetensors, '
+                 '.npz, a Hugging Face directory, an orbax directory or a training workdir')
+  p.add_argument('dst', nargs='?', help='file or directory to write; its suffix picks the '
+                 'format (a path ending in .orbax or without a suffix is an orbax directory)')
+  p.add_argument('--to', choices=DIRECTORY_FORMATS, help='the directory format to write: '
+                 'hf (transformers ViTForImageClassification, or ViTModel without a head) or '
+                 'orbax (the default)')
+  p.add_argument('--model', help='registered model name; needed when SRC does not say its '
+                 'architecture (timm and Google files other than the registered weights files)')
+  p.add_argument('--num-classes', type=int, help='new head size: a different value '
+                 're-initialises the head to zeros; 0 drops it')
+  p.add_argument('--set', action='append', default=[], metavar='KEY=VALUE',
+                 help='override a model config field, e.g. image_size=384 (resamples the '
+                 'position embeddings); repeatable')
+  p.add_argument('--overwrite', action='store_true', help='replace DST if it exists')
+  p.add_argument('--list-models', action='store_true', help='print the registered model '
+                 'names with their weights files and exit')
+  return p
+
+
+def _dst_format(dst: str, to: Optional[str]) -> str:
+  from vit_jax.checkpoints import detect_format
+  named = detect_format(dst)
+  if to is None or to == named:
+    return named
+  if named not in DIRECTORY_FORMATS or dst.rstrip(os.sep).lower().endswith('.orbax'):
+    raise ValueError(f'{dst}: its suffix names the {named} format, but --to {to} writes a '
+                     'directory; pick another DST or drop --to')
+  return to
+
+
+def convert(src: str, dst: str, model: Optional[str], overrides: dict[str, Any],
+            overwrite: bool = False, to: Optional[str] = None) -> str:
+  """Read SRC, write DST (in the format `to` names, else DST's); returns a
+  one-line summary."""
+  import numpy as np
+  import jax
+  from vit_jax.checkpoints import load_params, save_params
+  fmt = _dst_format(dst, to)
+  if os.path.lexists(dst) and not overwrite:
+    raise ValueError(f'{dst} exists; remove it or pass --overwrite')
+  note = lambda msg: print(f'note: {msg}', file=sys.stderr)  # noqa: E731
+  config, params = load_params(src, model, log=note, **overrides)
+  if fmt not in DIRECTORY_FORMATS:
+    save_params(dst, params, config)
+  else:
+    parent = os.path.dirname(os.path.abspath(dst.rstrip(os.sep)))
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(dir=parent, prefix='.tmp-convert-')
+    try:
+      save_params(os.path.join(tmp, 'ckpt'), params, config, fmt)
+      if os.path.lexists(dst):
+        shutil.rmtree(dst) if os.path.isdir(dst) else os.remove(dst)
+      os.replace(os.path.join(tmp, 'ckpt'), dst.rstrip(os.sep))
+    finally:
+      shutil.rmtree(tmp, ignore_errors=True)
+  count = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(params))
+  return f'wrote {dst} ({fmt}, model {config.name}, {count:,} parameters)'
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+  args = build_parser().parse_args(argv)
+  from vit_jax.models import registry
+  if args.list_models:
+    for name in registry.list_models():
+      print(f'{name:32s} {registry.get_model_config(name).weights_file or ""}')
+    return 0
+  if not args.src or not args.dst:
+    build_parser().error('SRC and DST are required')
+  try:
+    overrides = _parse_set(args.set)
+    if args.num_classes is not None:
+      overrides['num_classes'] = args.num_classes
+    print(convert(args.src, args.dst, args.model, overrides, args.overwrite, args.to))
+  except (ValueError, OSError) as e:  # CheckpointError, unknown model/field, I/O
+    print(f'error: {e}', file=sys.stderr)
+    return 2
+  return 0
+
+
+def run() -> None:
+  """The `vit-jax-convert` command (and `python -m convert` in a checkout)."""
+  sys.exit(main())
+
+
+if __name__ == '__main__':
+  run()

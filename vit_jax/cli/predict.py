@@ -1,0 +1,141 @@
+"""Top-5 ImageNet classes of images, and optionally an attention-rollout map.
+
+    vit-jax-predict IMAGE [IMAGE ...] --checkpoint PATH [--model NAME] \
+        [--topk 5] [--attention_map OUT.png]
+
+Preprocessing is the model's eval transform (as eval.py). The attention map
+is the rollout of Abnar & Zuidema (2020): per layer the head-averaged
+attention plus the identity, renormalised, multiplied through the layers;
+the class token's row over the patches, upsampled onto the part of the
+image the eval crop covers (the picture is saved at its own size).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from importlib import resources
+from typing import Optional, Sequence
+
+import numpy as np
+
+
+def imagenet_class_names() -> list[str]:
+  """The 1000 ImageNet-1k class names in label order (from timm's data files)."""
+  text = resources.files('vit_jax.data').joinpath('imagenet_classes.txt').read_text()
+  return text.splitlines()
+
+
+def attention_rollout(model, params, x, cfg) -> np.ndarray:
+  """(batch, grid, grid) rollout maps from the per-layer query/key outputs."""
+  import jax
+  import jax.numpy as jnp
+  from vit_jax.models.attention import attention_weights
+  from vit_jax.checkpoints.adapt import grid_size
+  head_dim = cfg.hidden_size // cfg.num_heads
+  scale = cfg.attn_scale if cfg.attn_scale is not None else head_dim ** -0.5
+
+  @jax.jit
+  def rollout_of(params, x):
+    _, state = model.apply({'params': params}, x, mutable=['intermediates'])
+    blocks = state['intermediates']['Transformer']
+    rollout = None
+    for i in range(cfg.num_layers):
+      attn = blocks[f'encoderblock_{i}']['MultiHeadDotProductAttention_0']
+      q, k = attn['queries'][0], attn['keys'][0]  # the last block may have the class token only
+      w = attention_weights(q, k, scale).mean(axis=1)
+      w = w + jnp.eye(w.shape[-1])[:w.shape[-2]]
+      w = w / w.sum(axis=-1, keepdims=True)
+      rollout = w if rollout is None else w @ rollout
+    return rollout[:, 0, 1:] if cfg.classifier == 'token' else rollout.mean(axis=1)
+
+  g = grid_size(cfg)
+  return np.asarray(rollout_of(params, x)).reshape(-1, g, g)
+
+
+def save_overlay(path: str, image, heat: np.ndarray, box: Sequence[float]) -> None:
+  """The original picture with the normalised map, upsampled onto the crop's
+  box, blended in as red; what lies outside the crop stays dim."""
+  from PIL import Image
+  heat = (heat - heat.min()) / max(float(heat.max() - heat.min()), 1e-12)
+  left, top, right, bottom = (int(round(v)) for v in box)
+  up = Image.fromarray((heat * 255).astype(np.uint8)).resize(
+      (max(right - left, 1), max(bottom - top, 1)), Image.BILINEAR)
+  canvas = Image.new('L', image.size)
+  canvas.paste(up, (left, top))  # clipped where the crop was padded
+  up = np.asarray(canvas, np.float32) / 255.0
+  out = np.asarray(image, np.float32) * (0.4 + 0.6 * up[..., None])
+  out[..., 0] = np.maximum(out[..., 0], 255.0 * up * 0.8)
+  Image.fromarray(out.clip(0, 255).astype(np.uint8)).save(path)
+
+
+def map_path(base: str, index: int, count: int) -> str:
+  if count == 1:
+    return base
+  stem, ext = os.path.splitext(base)
+  return f'{stem}_{index}{ext or ".png"}'
+
+
+def predict(images: Sequence[str], checkpoint: str, model_name: Optional[str], topk: int,
+            attention_map: Optional[str]) -> list[list[tuple[float, str]]]:
+  import jax
+  from vit_jax import backends
+  from vit_jax.models import registry
+  from vit_jax.checkpoints import load_params
+  from vit_jax.data.preprocess import decode_rgb, eval_crop, eval_crop_box, normalize
+  cfg, params = load_params(checkpoint, model_name, scan_layers=False)  # per-block attention
+  model = registry.module_from_config(cfg)
+  pictures = []
+  for path in images:
+    try:
+      pictures.append(decode_rgb(path))
+    except (OSError, ValueError) as e:
+      raise ValueError(f'{path}: cannot read the image ({type(e).__name__})') from None
+  crops = [eval_crop(p, cfg.image_size, cfg.crop_pct, cfg.interpolation, cfg.crop_mode)
+           for p in pictures]
+  x = normalize(np.stack(crops), cfg.mean, cfg.std)
+  with backends.for_devices(jax.devices()[:1]):
+    probs = np.asarray(jax.nn.softmax(model.apply({'params': params}, x)))
+  names = imagenet_class_names() if cfg.num_classes == 1000 else None
+  results = []
+  for p in probs:
+    top = np.argsort(-p)[:topk]
+    results.append([(float(p[c]), names[c] if names else f'class {c}') for c in top])
+  if attention_map:
+    maps = attention_rollout(model, params, x, cfg)
+    for i, (picture, heat) in enumerate(zip(pictures, maps)):
+      box = eval_crop_box(*picture.size, cfg.image_size, cfg.crop_pct, cfg.crop_mode)
+      save_overlay(map_path(attention_map, i, len(images)), picture, heat, box)
+  return results
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+  p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+  p.add_argument('images', nargs='+', metavar='IMAGE')
+  p.add_argument('--checkpoint', required=True, help='any file or directory load_params reads')
+  p.add_argument('--model', help='registry name, where the checkpoint does not say it')
+  p.add_argument('--topk', type=int, default=5)
+  p.add_argument('--attention_map', metavar='OUT.png',
+                 help='save the attention rollout over the image (OUT_i.png for several)')
+  args = p.parse_args(argv)
+  from absl import logging
+  logging.set_verbosity(logging.WARNING)
+  try:
+    results = predict(args.images, args.checkpoint, args.model, args.topk, args.attention_map)
+  except (ValueError, OSError) as e:
+    print(f'error: {e}', file=sys.stderr)
+    return 1
+  for path, rows in zip(args.images, results):
+    print(path)
+    for prob, name in rows:
+      print(f'  {prob:7.4f}  {name}')
+  return 0
+
+
+def run() -> None:
+  """The `vit-jax-predict` command (and `python predict.py` in a checkout)."""
+  sys.exit(main())
+
+
+if __name__ == '__main__':
+  run()

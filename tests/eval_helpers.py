@@ -1,12 +1,12 @@
 """Small real-image folders and a tiny self-describing checkpoint for eval tests."""
 import os
 
-import jax
 import numpy as np
 from PIL import Image
 
 import vit_jax
 from vit_jax.checkpoints import save_params
+from conftest import jit_init
 
 TINY = dict(image_size=32, patch_size=8, hidden_size=32, num_layers=1, num_heads=2,
             mlp_dim=64, num_classes=3)
@@ -38,7 +38,7 @@ def tiny_checkpoint(path: str) -> tuple:
   """A random tiny ViT saved in our orbax format: (config, params)."""
   cfg = vit_jax.get_model_config('vit_base_patch16_224', **TINY)
   model = vit_jax.models.registry.module_from_config(cfg)
-  params = model.init(jax.random.PRNGKey(0), np.zeros((1, 32, 32, 3)))['params']
+  params = jit_init(model, np.zeros((1, 32, 32, 3)))['params']
   params['head']['kernel'] = np.random.RandomState(1).randn(32, 3).astype(np.float32)
   save_params(path, params, cfg)
   return cfg, params

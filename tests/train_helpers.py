@@ -7,6 +7,8 @@ import sys
 import numpy as np
 from flax import traverse_util
 
+from conftest import xla_flags
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY_MODEL = ("{'patch_size': 8, 'hidden_size': 16, 'num_layers': 1, 'num_heads': 2, "
               "'mlp_dim': 32, 'num_classes': 3}")
@@ -24,7 +26,7 @@ def tiny_args(workdir, dataset, **overrides):
 
 
 def start(args, devices=2, env=None):
-  full_env = dict(os.environ, XLA_FLAGS=f'--xla_force_host_platform_device_count={devices}',
+  full_env = dict(os.environ, XLA_FLAGS=xla_flags(devices),
                   JAX_PLATFORMS='cpu', **(env or {}))
   return subprocess.Popen([sys.executable, os.path.join(ROOT, 'train.py'), *args], cwd=ROOT,
                           env=full_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,

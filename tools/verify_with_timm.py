@@ -43,7 +43,8 @@ def check_twin(name, tmp):
     model.load_state_dict(sd, strict=True)
     with torch.no_grad():
       theirs = model(torch.from_numpy(io['input_nhwc'].transpose(0, 3, 1, 2).copy())).numpy()
-    print(f'{name:24s} {ext:12s} strict load ok, max |logit diff| {np.abs(theirs - ours).max():.2e}')
+    diff = np.abs(theirs - ours).max()
+    print(f'{name:24s} {ext:12s} strict load ok, max |logit diff| {diff:.2e}')
 
 
 def our_logits(pth, name, images, out, devices):

@@ -29,6 +29,7 @@ class Progress:
     self.interactive = self.enabled and self.stream.isatty()
     self.steps = self.images = 0
     self.start = time.perf_counter()
+    self._mark = (self.start, 0, 0)  # time, steps, images at the last log line
     self._bar = (tqdm(total=total_steps, initial=start_step, desc=desc, unit='step',
                       file=self.stream, dynamic_ncols=True, leave=True)
                  if self.interactive else None)
@@ -51,11 +52,17 @@ class Progress:
     if self._bar is not None:
       self._bar.set_postfix_str(f'{_fields(fields)}  {self.images_per_sec:.1f} img/s')
       return
-    rate = self.steps / max(time.perf_counter() - self.start, 1e-9)
+    # rates over the interval since the last line: the first step's compile
+    # weighs on the first line only
+    now = time.perf_counter()
+    seconds = max(now - self._mark[0], 1e-9)
+    rate = (self.steps - self._mark[1]) / seconds
+    images_per_sec = (self.images - self._mark[2]) / seconds
+    self._mark = (now, self.steps, self.images)
     eta = tqdm.format_interval((self.total - step) / rate) if rate else '?'
     extra = f'  {_fields(fields)}' if fields else ''
     self.stream.write(f'{self.desc} {step}/{self.total}{extra}  '
-                      f'{self.images_per_sec:.1f} img/s  ETA {eta}\n')
+                      f'{images_per_sec:.1f} img/s  ETA {eta}\n')
     self.stream.flush()
 
   def close(self) -> None:

@@ -13,6 +13,7 @@ import pytest
 import vit_jax
 from vit_jax import backends
 from vit_jax.models import attention
+from conftest import jit_apply, jit_init
 
 TINY = dict(image_size=32, patch_size=8, hidden_size=32, num_layers=1, num_heads=2, mlp_dim=64,
             num_classes=10)
@@ -24,7 +25,7 @@ def _devices(platform: str, n: int = 1):
 
 def _lowered(model, devices) -> str:
   x = jnp.ones((2, 32, 32, 3))
-  params = model.init(jax.random.PRNGKey(0), x)['params']
+  params = jit_init(model, x)['params']
 
   def apply(p):
     with backends.for_devices(devices):
@@ -63,10 +64,11 @@ def test_a_shape_cudnn_refuses_keeps_the_models_attention(monkeypatch):
   monkeypatch.setattr(jax.nn, 'dot_product_attention', refuse)
   model = vit_jax.create_model('vit_base_patch16_224', **TINY, dtype='bfloat16')
   x = jax.random.normal(jax.random.PRNGKey(1), (2, 32, 32, 3))
-  params = model.init(jax.random.PRNGKey(0), x)['params']
+  params = jit_init(model, x)['params']
   with backends.for_devices(_devices('gpu')):
-    got = model.apply({'params': params}, x)
-  np.testing.assert_array_equal(np.asarray(got), np.asarray(model.apply({'params': params}, x)))
+    got = jit_apply(model, {'params': params}, x)
+  want = jit_apply(model, {'params': params}, x)
+  np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
 
 
 def test_a_cpu_only_machine_does_not_start_libtpu():

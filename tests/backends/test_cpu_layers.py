@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import vit_jax
-from conftest import CARD_MODELS, GOOGLE_TWINS, data_path, google_twin, timm_twin
+from conftest import CARD_MODELS, GOOGLE_TWINS, data_path, google_twin, jit_init, timm_twin
 from vit_jax import backends
 from vit_jax.backends.cpu import kernels
 from vit_jax.checkpoints import load_params
@@ -38,6 +38,8 @@ def _assert_same_logits_and_gradients(cfg, params, x):
   logits = [np.asarray(jax.jit(lambda p, on=on: _logits(model, p, x, on))(params))
             for on in (True, False)]
   np.testing.assert_allclose(logits[0], logits[1], atol=2e-5, rtol=1e-5)
+  if cfg.resnet:  # the blocks' gradients are the other twins'; the stem's are XLA's on both
+    return
   (lk, gk), (lx, gx) = (_loss_and_grads(model, params, x, on) for on in (True, False))
   np.testing.assert_allclose(float(lk), float(lx), rtol=1e-5)
   for a, b in zip(jax.tree.leaves(gk), jax.tree.leaves(gx)):
@@ -73,8 +75,8 @@ def test_every_layer_the_kernels_take_runs_on_them():
   model = vit_jax.create_model('vit_base_patch16_224', **TINY)
   x = jax.random.normal(jax.random.PRNGKey(1), (2, 32, 32, 3))
   with backends.for_devices(ONE_CPU):
-    params = model.init(jax.random.PRNGKey(0), x)['params']  # init runs as written
-  want = model.init(jax.random.PRNGKey(0), x)['params']
+    params = jit_init(model, x)['params']  # init runs as written
+  want = jit_init(model, x)['params']
   for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(want)):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
   text = _hlo(model, params, x)
@@ -88,7 +90,7 @@ def test_every_layer_the_kernels_take_runs_on_them():
 def test_what_the_kernels_do_not_take_runs_as_written():
   x = jax.random.normal(jax.random.PRNGKey(1), (2, 32, 32, 3))
   bf16 = vit_jax.create_model('vit_base_patch16_224', **TINY, dtype='bfloat16')
-  params = bf16.init(jax.random.PRNGKey(0), x)['params']
+  params = jit_init(bf16, x)['params']
   assert 'vit_' not in _hlo(bf16, params, x)
   # attention dropout needs the explicit weights; the other layers keep their kernels
   dropout = vit_jax.create_model('vit_base_patch16_224', **TINY, attention_dropout_rate=0.1)
@@ -96,7 +98,7 @@ def test_what_the_kernels_do_not_take_runs_as_written():
   assert 'vit_attention_cpu' not in text and 'vit_layer_norm_cpu_forward' in text
   # head_dim 24 is not whole vectors of 16: XLA's attention, the LayerNorm's kernel
   odd = vit_jax.create_model('vit_base_patch16_224', **dict(TINY, hidden_size=48))
-  odd_params = odd.init(jax.random.PRNGKey(0), x)['params']
+  odd_params = jit_init(odd, x)['params']
   text = _hlo(odd, odd_params, x)
   assert 'vit_attention_cpu' not in text and 'vit_layer_norm_cpu_forward' in text
 
@@ -105,5 +107,5 @@ def test_without_a_compiler_the_model_runs_as_written(monkeypatch):
   monkeypatch.setattr(kernels, 'available', lambda: False)
   model = vit_jax.create_model('vit_base_patch16_224', **TINY)
   x = jnp.ones((1, 32, 32, 3))
-  params = model.init(jax.random.PRNGKey(0), x)['params']
+  params = jit_init(model, x)['params']
   assert 'vit_' not in _hlo(model, params, x)

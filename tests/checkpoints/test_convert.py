@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from vit_jax.cli.convert import main
-from vit_jax.checkpoints import CheckpointError, detect_format, load_params, torch_format
+from vit_jax.checkpoints import CheckpointError, detect_format, load_params
 from conftest import data_path, timm_twin
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -79,7 +79,8 @@ def test_bad_files_fail_in_one_line_without_traceback(tmp_path):
   truncated.write_bytes(open(B16, 'rb').read()[:5000])
   notckpt = tmp_path / 'notes.safetensors'
   notckpt.write_text('just text')
-  for src, message in ((truncated, 'cut.pth: truncated zip archive'), (notckpt, 'notes.safetensors')):
+  for src, message in ((truncated, 'cut.pth: truncated zip archive'),
+                       (notckpt, 'notes.safetensors')):
     r = _run(str(src), str(tmp_path / 'out'), *_twin_args())
     assert r.returncode != 0 and 'Traceback' not in r.stderr
     assert r.stderr.startswith('error: ') and message in r.stderr

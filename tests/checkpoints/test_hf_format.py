@@ -249,9 +249,12 @@ def _edit_weights(src, drop=(), add=None):
     (lambda s: _edit_config(s, id2label={'0': 'a'}), [], 'id2label has 1 labels'),
     (lambda s: None, ['--model', 'vit_base_resnet50_384'],
      'no ResNet stem (transformers has no ViT-hybrid model); model vit_base_resnet50_384'),
-    (lambda s: None, ['--set', 'resnet=(3, 4, 9)'], 'no ResNet stem (transformers has no ViT-hybrid model); the override resnet=(3, 4, 9) asks'),
-    (lambda s: None, ['--model', 'vit_small_patch16_224'], 'give attn_scale None, model vit_small_patch16_224 has 0.036'),
-    (lambda s: None, ['--set', 'hidden_size=64'], 'give hidden_size 32, the override hidden_size=64 has 64'),
+    (lambda s: None, ['--set', 'resnet=(3, 4, 9)'],
+     'no ResNet stem (transformers has no ViT-hybrid model); the override resnet=(3, 4, 9) asks'),
+    (lambda s: None, ['--model', 'vit_small_patch16_224'],
+     'give attn_scale None, model vit_small_patch16_224 has 0.036'),
+    (lambda s: None, ['--set', 'hidden_size=64'],
+     'give hidden_size 32, the override hidden_size=64 has 64'),
 ])
 def test_bad_hf_inputs_fail_in_one_line_with_no_output(tmp_path, capsys, breakage, args, message):
   src = _copy(tmp_path)

@@ -29,7 +29,8 @@ def test_reads_files_written_by_torch(name):
 def test_write_then_read_is_bit_exact(tmp_path):
   rs = np.random.RandomState(0)
   sd = {'a.weight': rs.randn(3, 5).astype(np.float32), 'b': rs.randn(7).astype(np.float32),
-        'c': np.asfortranarray(rs.randn(4, 2).astype(np.float32)), 'd': np.zeros((0, 3), np.float32)}
+        'c': np.asfortranarray(rs.randn(4, 2).astype(np.float32)),
+        'd': np.zeros((0, 3), np.float32)}
   path = str(tmp_path / 'x.pth')
   write_pth(path, sd)
   back = read_pth(path)

@@ -52,6 +52,7 @@ def test_vit_jax_train_runs_the_quickstart_by_name(installed, tmp_path):
   work = tmp_path / 'run'
   out = _run(installed, 'vit-jax-train', '--config=quickstart', f'--workdir={work}',
              f'--config.data_dir={tmp_path / "digits"}', '--config.total_steps=3',
+             '--config.model_overrides.num_layers=1', '--config.batch_size=16',
              '--config.log_every=1', "--config.eval_dataset=", cwd=tmp_path)
   assert out.returncode == 0, out.stderr[-2000:]
   assert 'train 3/3' in out.stdout

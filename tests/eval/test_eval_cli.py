@@ -8,13 +8,14 @@ import sys
 import numpy as np
 import pytest
 
+from conftest import xla_flags
 from eval_helpers import photo_folder, tiny_checkpoint
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def _eval(args, devices=1, process=None):
-  env = dict(os.environ, XLA_FLAGS=f'--xla_force_host_platform_device_count={devices}',
+  env = dict(os.environ, XLA_FLAGS=xla_flags(devices),
              JAX_PLATFORMS='cpu')
   cmd = [sys.executable, os.path.join(ROOT, 'eval.py'), *args]
   return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE,
@@ -90,7 +91,8 @@ def test_same_counts_and_accuracy_on_any_device_and_host_count(setup):
 
 
 @pytest.mark.parametrize('override, message', [
-    ('--config.dataset=folder:/nonexistent/imgs', "folder dataset '/nonexistent/imgs' does not exist"),
+    ('--config.dataset=folder:/nonexistent/imgs',
+     "folder dataset '/nonexistent/imgs' does not exist"),
     ('--config.dataset=webdataset:x', "unknown kind 'webdataset'"),
     ('--config.batch_size=3', None),
     ('--config.datset=x', "unknown config key 'datset'"),

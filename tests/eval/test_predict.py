@@ -8,6 +8,7 @@ import vit_jax
 from vit_jax.checkpoints import save_params
 from vit_jax.data.preprocess import decode_rgb, eval_crop, eval_crop_box, normalize
 from vit_jax.cli import predict
+from conftest import jit_apply, jit_init
 
 
 @pytest.fixture(scope='module')
@@ -16,7 +17,7 @@ def tiny1k(tmp_path_factory):
   cfg = vit_jax.get_model_config('vit_base_patch16_224', image_size=64, hidden_size=32,
                                  num_layers=2, num_heads=2, mlp_dim=64)
   model = vit_jax.models.registry.module_from_config(cfg)
-  params = model.init(jax.random.PRNGKey(0), np.zeros((1, 64, 64, 3)))['params']
+  params = jit_init(model, np.zeros((1, 64, 64, 3)))['params']
   params['head']['kernel'] = np.random.RandomState(1).randn(32, 1000).astype(np.float32)
   save_params(str(tmp / 'ckpt'), params, cfg)
   import skimage.data
@@ -35,7 +36,7 @@ def test_top5_names_and_probabilities(tiny1k, capsys):
   assert len(names) == 1000 and names[207] == 'golden retriever'
   x = np.stack([normalize(eval_crop(decode_rgb(p), 64, cfg.crop_pct), cfg.mean, cfg.std)
                 for p in images])
-  probs = np.asarray(jax.nn.softmax(model.apply({'params': params}, x)))
+  probs = np.asarray(jax.nn.softmax(jit_apply(model, {'params': params}, x)))
   for b in range(2):
     rows = [line.split(None, 1) for line in lines[6 * b + 1: 6 * b + 6]]
     got = [float(p) for p, _ in rows]

@@ -4,7 +4,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import textbook_attention
+from conftest import jit_apply, jit_init, textbook_attention
 from vit_jax.models import attention
 
 
@@ -52,7 +52,7 @@ def test_bfloat16_attend_keeps_float32_statistics():
 def test_parameters_have_the_release_names_shapes_and_init_scale():
   mha = attention.MultiHeadDotProductAttention(num_heads=4)
   x = jnp.ones((1, 5, 32))
-  p = mha.init(jax.random.PRNGKey(0), x)['params']
+  p = jit_init(mha, x)['params']
   shapes = jax.tree.map(jnp.shape, p)
   assert shapes == {'query': {'kernel': (32, 4, 8), 'bias': (4, 8)},
                     'key': {'kernel': (32, 4, 8), 'bias': (4, 8)},
@@ -69,9 +69,9 @@ def test_parameters_have_the_release_names_shapes_and_init_scale():
 def test_query_tokens_give_the_first_rows_of_the_full_output():
   mha = attention.MultiHeadDotProductAttention(num_heads=4)
   x = jax.random.normal(jax.random.PRNGKey(1), (2, 9, 32))
-  p = mha.init(jax.random.PRNGKey(0), x)['params']
+  p = jit_init(mha, x)['params']
   p = jax.tree.map(lambda a: a + 0.1 * jax.random.normal(jax.random.PRNGKey(3), a.shape), p)
-  full = mha.apply({'params': p}, x)
-  first = mha.apply({'params': p}, x, True, 1)
+  full = jit_apply(mha, {'params': p}, x)
+  first = jit_apply(mha, {'params': p}, x, deterministic=True, query_tokens=1)
   assert first.shape == (2, 1, 32)
   np.testing.assert_allclose(np.asarray(first), np.asarray(full[:, :1]), atol=1e-6)

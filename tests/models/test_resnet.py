@@ -4,6 +4,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from vit_jax.models import resnet
+from conftest import jit_apply, jit_init
 
 
 def test_weight_standardisation_per_output_channel_biased_std():
@@ -17,8 +18,8 @@ def test_weight_standardisation_per_output_channel_biased_std():
 def test_root_conv_pads_the_extra_pixel_right_and_bottom():
   conv = resnet.StdConv(4, (7, 7), strides=(2, 2), use_bias=False)
   x = jax.random.normal(jax.random.PRNGKey(0), (1, 16, 16, 3))
-  p = conv.init(jax.random.PRNGKey(1), x)
-  y = conv.apply(p, x)
+  p = jit_init(conv, x, seed=1)
+  y = jit_apply(conv, p, x)
   w = resnet.weight_standardize(p['params']['kernel'])
   # 16 -> 8 with a 7x7/2 kernel needs 5 pixels of padding: 2 before, 3 after
   ref = jax.lax.conv_general_dilated(x, w, (2, 2), ((2, 3), (2, 3)),

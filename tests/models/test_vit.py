@@ -7,6 +7,7 @@ import pytest
 import vit_jax
 from vit_jax.models import vit
 from vit_jax.checkpoints import scan_layout
+from conftest import jit_apply, jit_init
 
 TINY = dict(image_size=32, patch_size=8, hidden_size=32, num_layers=2, num_heads=4,
             mlp_dim=64, num_classes=10)
@@ -15,9 +16,10 @@ TINY = dict(image_size=32, patch_size=8, hidden_size=32, num_layers=2, num_heads
 def _init(**kw):
   model = vit_jax.create_model('vit_base_patch16_224', **{**TINY, **kw})
   x = jax.random.normal(jax.random.PRNGKey(1), (2, 32, 32, 3))
-  params = model.init(jax.random.PRNGKey(0), x)['params']
+  params = jit_init(model, x)['params']
   # a zero-initialised head would hide everything behind it
-  params['head']['kernel'] = jax.random.normal(jax.random.PRNGKey(2), params['head']['kernel'].shape)
+  head = params['head']['kernel']
+  params['head']['kernel'] = jax.random.normal(jax.random.PRNGKey(2), head.shape)
   return model, params, x
 
 
@@ -25,9 +27,9 @@ def _init(**kw):
 def test_attention_matches_a_direct_computation(scale):
   mha = vit.MultiHeadDotProductAttention(num_heads=4, qkv_bias=True, scale=scale)
   x = jax.random.normal(jax.random.PRNGKey(0), (2, 5, 32))
-  p = mha.init(jax.random.PRNGKey(1), x)['params']
+  p = jit_init(mha, x, seed=1)['params']
   p = jax.tree.map(lambda a: a + 0.1 * jax.random.normal(jax.random.PRNGKey(3), a.shape), p)
-  y = mha.apply({'params': p}, x)
+  y = jit_apply(mha, {'params': p}, x)
   xn, P = np.asarray(x, np.float64), jax.tree.map(lambda a: np.asarray(a, np.float64), p)
   q, k, v = (np.einsum('btd,dhe->bthe', xn, P[n]['kernel']) + P[n]['bias']
              for n in ('query', 'key', 'value'))
@@ -50,9 +52,9 @@ def test_bfloat16_compute_keeps_float32_params_and_close_logits():
   model, params, x = _init()
   bf16 = vit_jax.create_model('vit_base_patch16_224', **TINY, dtype='bfloat16')
   assert all(a.dtype == jnp.float32 for a in jax.tree.leaves(
-      bf16.init(jax.random.PRNGKey(0), x)['params']))
-  ref = model.apply({'params': params}, x)
-  out = bf16.apply({'params': params}, x)
+      jit_init(bf16, x)['params']))
+  ref = jit_apply(model, {'params': params}, x)
+  out = jit_apply(bf16, {'params': params}, x)
   assert out.dtype == jnp.float32
   rel = float(jnp.linalg.norm(out - ref) / jnp.linalg.norm(ref))
   assert 0 < rel < 0.05
@@ -61,16 +63,16 @@ def test_bfloat16_compute_keeps_float32_params_and_close_logits():
 def test_dropout_needs_an_rng_and_is_reproducible():
   model, params, x = _init(dropout_rate=0.3, attention_dropout_rate=0.2)
   with pytest.raises(Exception, match='dropout'):
-    model.apply({'params': params}, x, train=True)
-  a = model.apply({'params': params}, x, train=True, rngs={'dropout': jax.random.PRNGKey(5)})
-  b = model.apply({'params': params}, x, train=True, rngs={'dropout': jax.random.PRNGKey(5)})
-  c = model.apply({'params': params}, x, train=True, rngs={'dropout': jax.random.PRNGKey(6)})
-  e = model.apply({'params': params}, x, train=False)
+    jit_apply(model, {'params': params}, x, train=True)
+  a = jit_apply(model, {'params': params}, x, train=True, rngs={'dropout': jax.random.PRNGKey(5)})
+  b = jit_apply(model, {'params': params}, x, train=True, rngs={'dropout': jax.random.PRNGKey(5)})
+  c = jit_apply(model, {'params': params}, x, train=True, rngs={'dropout': jax.random.PRNGKey(6)})
+  e = jit_apply(model, {'params': params}, x, train=False)
   np.testing.assert_array_equal(a, b)
   assert float(jnp.abs(a - c).max()) > 1e-3 and float(jnp.abs(a - e).max()) > 1e-3
   # evaluation ignores the rates: the same logits as a model without dropout
   plain, _, _ = _init()
-  np.testing.assert_allclose(e, plain.apply({'params': params}, x), atol=1e-6)
+  np.testing.assert_allclose(e, jit_apply(plain, {'params': params}, x), atol=1e-6)
 
 
 @pytest.mark.parametrize('policy', [None, 'dots_with_no_batch_dims_saveable'])
@@ -89,7 +91,7 @@ def test_global_average_pooling_has_no_class_token():
   model, params, x = _init(classifier='gap')
   assert 'cls' not in params
   assert params['Transformer']['posembed_input']['pos_embedding'].shape == (1, 16, 32)
-  assert model.apply({'params': params}, x).shape == (2, 10)
+  assert jit_apply(model, {'params': params}, x).shape == (2, 10)
 
 
 def test_representation_layer_and_headless_features():
@@ -98,23 +100,24 @@ def test_representation_layer_and_headless_features():
   feats = vit_jax.create_model('vit_base_patch16_224', **{**TINY, 'num_classes': 0},
                                representation_size=24)
   p = {k: v for k, v in params.items() if k != 'head'}
-  f = feats.apply({'params': p}, x)
+  f = jit_apply(feats, {'params': p}, x)
   assert f.shape == (2, 24) and float(jnp.abs(f).max()) <= 1.0  # tanh
-  np.testing.assert_allclose(model.apply({'params': params}, x),
+  np.testing.assert_allclose(jit_apply(model, {'params': params}, x),
                              f @ params['head']['kernel'] + params['head']['bias'], atol=1e-5)
 
 
 def test_unknown_remat_policy_is_one_clear_error():
   model = vit_jax.create_model('vit_base_patch16_224', **TINY, remat=True, remat_policy='fast')
   with pytest.raises(ValueError, match="remat_policy 'fast' is not a jax.checkpoint_policies"):
-    model.init(jax.random.PRNGKey(0), jnp.zeros((1, 32, 32, 3)))
+    jit_init(model, jnp.zeros((1, 32, 32, 3)))
 
 
 def test_class_token_only_block_is_the_first_row_of_the_full_block():
   block = vit.Encoder1DBlock(mlp_dim=64, num_heads=4)
   x = jax.random.normal(jax.random.PRNGKey(0), (2, 9, 32))
-  p = block.init(jax.random.PRNGKey(1), x)
-  full, first = block.apply(p, x), block.apply(p, x, True, True)
+  p = jit_init(block, x, seed=1)
+  full = jit_apply(block, p, x)
+  first = jit_apply(block, p, x, deterministic=True, class_token_only=True)
   assert first.shape == (2, 1, 32)
   np.testing.assert_allclose(np.asarray(first), np.asarray(full[:, :1]), atol=1e-5)
 
@@ -129,8 +132,8 @@ def test_scanned_blocks_match_the_unrolled_model(kw):
   stacked = scan_layout.stack_blocks(params)
   assert jax.tree.map(jnp.shape, stacked) == jax.tree.map(
       jnp.shape, jax.eval_shape(scanned.init, jax.random.PRNGKey(0), x)['params'])
-  np.testing.assert_allclose(scanned.apply({'params': stacked}, x),
-                             model.apply({'params': params}, x), atol=2e-5)
+  np.testing.assert_allclose(jit_apply(scanned, {'params': stacked}, x),
+                             jit_apply(model, {'params': params}, x), atol=2e-5)
   loss = lambda m: lambda p: jnp.sum(m.apply({'params': p}, x, train=True) ** 2)  # noqa: E731
   g0 = jax.jit(jax.grad(loss(model)))(params)
   g1 = scan_layout.unstack_blocks(jax.jit(jax.grad(loss(scanned)))(stacked))

@@ -11,6 +11,7 @@ import pytest
 import vit_jax
 from vit_jax.train.losses import cross_entropy
 from vit_jax.train.optim import clip_by_global_norm, decay_mask, make_optimizer, schedule
+from conftest import jit_init
 
 
 def _config(**kw):
@@ -62,7 +63,7 @@ def test_weight_decay_hits_kernels_only_and_follows_the_schedule():
   model = vit_jax.create_model('vit_base_patch16_224', image_size=32, patch_size=16,
                                hidden_size=8, num_layers=1, num_heads=2, mlp_dim=16,
                                num_classes=3, resnet=None)
-  params = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 32, 32, 3)))['params']
+  params = jit_init(model, jnp.zeros((1, 32, 32, 3)))['params']
   mask = jax.tree_util.tree_flatten_with_path(decay_mask(params))[0]
   decayed = {'/'.join(p.key for p in path) for path, m in mask if m}
   assert 'head/kernel' in decayed and 'embedding/kernel' in decayed

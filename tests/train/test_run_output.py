@@ -7,11 +7,12 @@ import subprocess
 import sys
 
 from eval_helpers import photo_folder
+from conftest import xla_flags
 from train_helpers import ROOT, tiny_args
 
 
 def _run_to_file(args, log_path, devices=1):
-  env = dict(os.environ, XLA_FLAGS=f'--xla_force_host_platform_device_count={devices}')
+  env = dict(os.environ, XLA_FLAGS=xla_flags(devices))
   with open(log_path, 'w') as log:
     rc = subprocess.run([sys.executable, os.path.join(ROOT, 'train.py'), *args], cwd=ROOT,
                         env=env, stdout=log, stderr=subprocess.STDOUT, timeout=300).returncode

@@ -42,7 +42,8 @@ def test_non_finite_loss_stops_naming_the_step_without_a_bad_checkpoint(tmp_path
   out, err = run(tiny_args(work, data, lr=1e30, checkpoint_every=1, log_every=1), expect=1)
   assert 'non-finite loss or gradients at step' in err and 'Traceback' not in err
   bad = int(err.split('non-finite loss or gradients at step ')[1].split(';')[0])
-  saved = [int(s) for s in os.listdir(work / 'checkpoints')] if (work / 'checkpoints').exists() else []
+  checkpoints = work / 'checkpoints'
+  saved = [int(s) for s in os.listdir(checkpoints)] if checkpoints.exists() else []
   assert all(s < bad for s in saved)
   assert all(np.isfinite(r['loss']) for r in metric_rows(work) if r['step'] < bad)
 

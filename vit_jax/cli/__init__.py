@@ -74,6 +74,14 @@ def parse_flags(argv: list[str]) -> list[str]:
     fail(f'bad flag: {one_line(str(e))}', 2)
 
 
+def run_absl(main, doc: str) -> None:
+  """app.run with our flag parser; --help prints `doc` (absl prints the
+  docstring of __main__, a console script's wrapper)."""
+  from absl import app
+  sys.modules['__main__'].__doc__ = doc
+  app.run(main, flags_parser=parse_flags)
+
+
 def define_plan_flags():
   """--compile_for and --plan_json: compile the command's step for a TPU
   slice on this machine and report it, instead of running it."""

@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 
 from absl import app, logging
 
 from vit_jax.cli import (define_config, define_plan_flags, fail, finish_plan, load_config,
-                         parse_flags)
+                         run_absl)
 
 _CONFIG = define_config('configs/eval.py', 'evaluation config (ml_collections file)')
 _COMPILE_FOR, _PLAN_JSON = define_plan_flags()
@@ -94,8 +93,7 @@ def main(argv) -> None:
 
 def run() -> None:
   """The `vit-jax-eval` command (and `python eval.py` in a checkout)."""
-  sys.modules['__main__'].__doc__ = __doc__  # absl's --help prints it
-  app.run(main, flags_parser=parse_flags)
+  run_absl(main, __doc__)
 
 
 if __name__ == '__main__':

@@ -9,12 +9,10 @@ TPU slice on this machine, prints the plan and exits (0: it fits) instead.
 """
 from __future__ import annotations
 
-import sys
-
 from absl import app, flags, logging
 
 from vit_jax.cli import (define_config, define_plan_flags, fail, finish_plan, load_config,
-                         parse_flags)
+                         run_absl)
 
 _CONFIG = define_config('configs/quickstart.py', 'training config (ml_collections file)')
 _WORKDIR = flags.DEFINE_string('workdir', None, 'checkpoints, metrics.jsonl and TensorBoard')
@@ -48,8 +46,7 @@ def main(argv) -> None:
 
 def run() -> None:
   """The `vit-jax-train` command (and `python train.py` in a checkout)."""
-  sys.modules['__main__'].__doc__ = __doc__  # absl's --help prints it
-  app.run(main, flags_parser=parse_flags)
+  run_absl(main, __doc__)
 
 
 if __name__ == '__main__':

@@ -120,6 +120,7 @@ def devices(tpu: Slice) -> list:
   except ImportError:
     raise TopologyError('compiling for a TPU needs libtpu: ' + INSTALL % jax.__version__) from None
   from jax.experimental import topologies
+  from jax.experimental.compilation_cache import compilation_cache
   # compile-only: no chip is claimed, so other processes holding libtpu do not conflict
   os.environ.setdefault('ALLOW_MULTIPLE_LIBTPU_LOAD', '1')
   kwargs = {'chip_config_name': tpu.generation.chip_config} if tpu.generation.chip_config else {}
@@ -130,6 +131,10 @@ def devices(tpu: Slice) -> list:
   except Exception as e:  # noqa: BLE001 -- libtpu's refusal, as one line
     raise TopologyError(f'libtpu has no topology {tpu.name!r} ({tpu.generation.topology}:'
                         f'{tpu.shape}): {str(e).splitlines()[0]}') from None
+  # a compile-only client cannot load an executable back: keep this process's
+  # compiles out of a persistent compilation cache (JAX_COMPILATION_CACHE_DIR)
+  jax.config.update('jax_enable_compilation_cache', False)
+  compilation_cache.reset_cache()
   return list(desc.devices)
 
 

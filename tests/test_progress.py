@@ -1,0 +1,43 @@
+"""Progress: plain lines per log interval into a file, tqdm's bar on a terminal."""
+import io
+
+from vit_jax.progress import Progress
+
+
+class Terminal(io.StringIO):
+  def isatty(self):
+    return True
+
+
+def test_a_file_gets_one_plain_line_per_log_interval():
+  out = io.StringIO()
+  bar = Progress(10, 'train', stream=out, start_step=4)
+  for step in range(5, 11):
+    bar.update(8)
+    if step % 3 == 0:
+      bar.log(step, loss=0.123456)
+  bar.close()
+  lines = out.getvalue().splitlines()
+  assert [line.split()[:4] for line in lines] == [['train', '6/10', 'loss', '0.1235'],
+                                                   ['train', '9/10', 'loss', '0.1235']]
+  assert all(' img/s  ETA ' in line for line in lines) and '\r' not in out.getvalue()
+
+
+def test_a_terminal_gets_an_in_place_bar():
+  out = Terminal()
+  bar = Progress(4, 'eval', stream=out)
+  for _ in range(4):
+    bar.update(2)
+  bar.log(4, top1=0.5)
+  bar.close()
+  text = out.getvalue()
+  assert '\r' in text and 'eval' in text and '4/4' in text and 'top1 0.5' in text
+
+
+def test_disabled_writes_nothing():
+  out = Terminal()
+  bar = Progress(3, 'eval', enabled=False, stream=out)
+  bar.update(1)
+  bar.log(1, top1=1.0)
+  bar.close()
+  assert out.getvalue() == ''

@@ -11,7 +11,7 @@ from vit_jax.models import registry
 from vit_jax.checkpoints import CheckpointError, load_params, orbax_io, save_params
 from vit_jax.checkpoints.adapt import resample_posemb
 from vit_jax.checkpoints.formats import _read_file
-from conftest import CARD_MODELS, GOOGLE_TWINS, data_path, google_twin, timm_twin
+from conftest import CARD_MODELS, GOOGLE_TWINS, data_path, google_twin, jit_apply, timm_twin
 
 
 def _outputs(cfg, params, x):
@@ -195,7 +195,7 @@ def test_new_head_and_resolution_on_load():
   assert params['head']['kernel'].shape == (64, 3) and not params['head']['kernel'].any()
   assert params['Transformer']['posembed_input']['pos_embedding'].shape == (1, 37, 64)
   assert any('re-initialised' in m for m in msgs) and any('resampled' in m for m in msgs)
-  out = registry.module_from_config(cfg).apply({'params': params}, np.zeros((1, 96, 96, 3)))
+  out = jit_apply(registry.module_from_config(cfg), {'params': params}, np.zeros((1, 96, 96, 3)))
   assert out.shape == (1, 3)
   _, headless = load_params(data_path('timm', 'vit_base_patch16_224.pth'),
                             'vit_base_patch16_224', log=msgs.append,

@@ -14,7 +14,7 @@ from vit_jax.checkpoints import CheckpointError, hf_format, load_params, save_pa
 from vit_jax.data.preprocess import decode_rgb, eval_crop, normalize
 from vit_jax.eval.evaluate import evaluate
 from vit_jax.models import registry
-from conftest import data_path, google_twin, synthetic_photos, timm_twin
+from conftest import data_path, google_twin, jit_apply, jit_init, synthetic_photos, timm_twin
 from eval_helpers import photo_folder
 
 IO = dict(np.load(data_path('hf', 'io.npz')))
@@ -117,8 +117,7 @@ def test_hf_to_ours_to_hf_is_bit_exact(tmp_path, name):
 def test_ours_to_hf_has_the_keys_shapes_and_config_transformers_writes(tmp_path, twin, fields):
   cfg = registry.get_model_config('vit_base_patch16_224', image_size=32, patch_size=8,
                                   hidden_size=32, num_layers=2, num_heads=4, mlp_dim=64, **fields)
-  params = registry.module_from_config(cfg).init(jax.random.PRNGKey(0),
-                                                 IO['input_nhwc'])['params']
+  params = jit_init(registry.module_from_config(cfg), IO['input_nhwc'])['params']
   save_params(str(tmp_path / 'out'), params, cfg, fmt='hf')
   theirs = load_file(os.path.join(_hf(twin), 'model.safetensors'))
   ours = load_file(tmp_path / 'out' / 'model.safetensors')
@@ -188,7 +187,7 @@ def test_predict_and_evaluate_use_the_checkpoints_own_preprocessing(tmp_path):
   paths = sorted(os.path.join(d, n) for d, _, ns in os.walk(root) for n in ns)
   squash = np.stack([normalize(eval_crop(decode_rgb(p), 32, 1.0, 'bilinear', 'squash'),
                                cfg.mean, cfg.std) for p in paths])
-  logits = np.asarray(registry.module_from_config(cfg).apply({'params': params}, squash))
+  logits = np.asarray(jit_apply(registry.module_from_config(cfg), {'params': params}, squash))
   [[top]] = predict.predict(paths[:1], _hf('vit_cls'), None, 1, None)
   probs = np.exp(logits[0] - logits[0].max())
   assert top[0] == pytest.approx(probs.max() / probs.sum(), rel=1e-5)

@@ -10,6 +10,7 @@ from vit_jax.data.preprocess import decode_rgb, eval_crop, normalize
 from vit_jax.data.sources import open_source
 from vit_jax.eval.evaluate import UnreadableImageError, evaluate
 from eval_helpers import photo_folder, tfds_twin, tiny_checkpoint
+from conftest import jit_apply
 
 
 @pytest.fixture(scope='module')
@@ -26,7 +27,7 @@ def _reference(root, cfg, params):
   rows = [i for i in range(len(src)) if not src[i]['id'].endswith('broken.jpg')]
   x = np.stack([normalize(eval_crop(decode_rgb(src[i]['image']), cfg.image_size, cfg.crop_pct),
                           cfg.mean, cfg.std) for i in rows])
-  logits = np.asarray(registry.module_from_config(cfg).apply({'params': params}, x))
+  logits = np.asarray(jit_apply(registry.module_from_config(cfg), {'params': params}, x))
   labels = np.array([src[i]['label'] for i in rows])
   return logits, labels, [src[i]['id'] for i in rows]
 
@@ -108,7 +109,7 @@ def test_real_multi_label_protocol(setup, tmp_path):
   src = _RealLabels(folder, real)
   x = np.stack([normalize(eval_crop(decode_rgb(folder[i]['image']), 32, cfg.crop_pct),
                           cfg.mean, cfg.std) for i in range(11)])
-  logits = np.asarray(registry.module_from_config(cfg).apply({'params': params}, x))
+  logits = np.asarray(jit_apply(registry.module_from_config(cfg), {'params': params}, x))
   kept = [i for i in range(11) if real[i]]
   top = np.argsort(-logits, axis=1)
   ref_top1 = np.mean([top[i, 0] in real[i] for i in kept])

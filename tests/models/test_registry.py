@@ -1,4 +1,6 @@
 """Registry: names, configs and exact parameter counts (no weights allocated)."""
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -16,6 +18,7 @@ FAMILY_COUNTS = {
 }
 
 
+@functools.lru_cache(maxsize=None)
 def _count(name: str) -> int:
   cfg = vit_jax.get_model_config(name)
   model = vit_jax.create_model(name)

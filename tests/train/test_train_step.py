@@ -20,7 +20,7 @@ def _setup(accum, lr=0.1):
   tx = make_optimizer(cfg)
   step = jax.jit(make_train_step(model, tx, schedule(lr, 0, 10), (0.5,) * 3, (0.5,) * 3,
                                  label_smoothing=0.1, accum_steps=accum))
-  state = init_state(model, tx, 16, seed=0)
+  state = jax.jit(lambda: init_state(model, tx, 16, seed=0))()  # eager init compiles each op
   state['params']['head']['kernel'] = jax.random.normal(jax.random.PRNGKey(1), (16, 3))
   return step, state
 

@@ -30,6 +30,7 @@ from typing import Callable, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from vit_jax import backends
 from vit_jax.models import registry
@@ -117,9 +118,19 @@ def _apply(model, kernels: bool):
   return apply
 
 
+def random_variables(model, cfg) -> dict:
+  """Weights drawn on the host: the timings do not depend on their values,
+  and XLA:CPU needs about a second per block to compile a jitted init."""
+  x = jax.ShapeDtypeStruct((1, cfg.image_size, cfg.image_size, 3), jnp.float32)
+  shapes = jax.eval_shape(lambda x: model.init(jax.random.PRNGKey(0), x, train=False), x)
+  rs = np.random.RandomState(0)
+  return jax.tree.map(
+      lambda s: jnp.asarray((0.02 * rs.standard_normal(s.shape)).astype(s.dtype)), shapes)
+
+
 def infer_runner(model, cfg, name: str, batch: int, kernels: bool = True) -> Runner:
   x = jnp.ones((batch, cfg.image_size, cfg.image_size, 3), jnp.float32)
-  params = jax.jit(lambda x: model.init(jax.random.PRNGKey(0), x, train=False))(x)
+  params = random_variables(model, cfg)
   apply = _apply(model, kernels)
   compiled = jax.jit(lambda p, x: apply(p, x, train=False)).lower(params, x).compile()
   return Runner(name, lambda: compiled(params, x).block_until_ready(), batch,
@@ -135,9 +146,8 @@ def train_runner(model, cfg, name: str, batch: int, kernels: bool = True) -> Run
                                        optimizer='sgd', momentum=0.9, weight_decay=0.0,
                                        grad_clip_norm=1.0))
   tx = make_optimizer(opt)
-  x = jnp.zeros((1, cfg.image_size, cfg.image_size, 3))
-  state = jax.jit(lambda: init_state(model, tx, cfg.image_size, 0, model.init(
-      jax.random.PRNGKey(0), x, train=False)['params']))()
+  state = jax.jit(lambda p: init_state(model, tx, cfg.image_size, 0, p))(
+      random_variables(model, cfg)['params'])
   step = jax.jit(make_train_step(model, tx, schedule(0.01, 0, 10 ** 6), cfg.mean, cfg.std,
                                  devices=jax.devices()[:1], kernels=kernels),
                  donate_argnums=(0,))

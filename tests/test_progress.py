@@ -23,6 +23,20 @@ def test_a_file_gets_one_plain_line_per_log_interval():
   assert all(' img/s  ETA ' in line for line in lines) and '\r' not in out.getvalue()
 
 
+def test_each_line_rates_its_own_interval(monkeypatch):
+  """A slow first step (the compile) weighs on the first line only."""
+  clock = iter([0.0, 10.0, 12.0])  # start, the first line, the second
+  monkeypatch.setattr('vit_jax.progress.time.perf_counter', lambda: next(clock))
+  out = io.StringIO()
+  bar = Progress(8, 'train', stream=out)
+  for step in (1, 2, 3, 4):
+    bar.update(16)
+    if step % 2 == 0:
+      bar.log(step)
+  lines = out.getvalue().splitlines()
+  assert lines == ['train 2/8  3.2 img/s  ETA 00:30', 'train 4/8  16.0 img/s  ETA 00:04']
+
+
 def test_a_terminal_gets_an_in_place_bar():
   out = Terminal()
   bar = Progress(4, 'eval', stream=out)

@@ -56,7 +56,8 @@ def test_bfloat16_compute_keeps_float32_params_and_close_logits():
   ref = jit_apply(model, {'params': params}, x)
   out = jit_apply(bf16, {'params': params}, x)
   assert out.dtype == jnp.float32
-  rel = float(jnp.linalg.norm(out - ref) / jnp.linalg.norm(ref))
+  out, ref = np.asarray(out), np.asarray(ref)
+  rel = float(np.linalg.norm(out - ref) / np.linalg.norm(ref))
   assert 0 < rel < 0.05
 
 
@@ -69,10 +70,20 @@ def test_dropout_needs_an_rng_and_is_reproducible():
   c = jit_apply(model, {'params': params}, x, train=True, rngs={'dropout': jax.random.PRNGKey(6)})
   e = jit_apply(model, {'params': params}, x, train=False)
   np.testing.assert_array_equal(a, b)
-  assert float(jnp.abs(a - c).max()) > 1e-3 and float(jnp.abs(a - e).max()) > 1e-3
+  a, c, e = np.asarray(a), np.asarray(c), np.asarray(e)
+  assert np.abs(a - c).max() > 1e-3 and np.abs(a - e).max() > 1e-3
   # evaluation ignores the rates: the same logits as a model without dropout
   plain, _, _ = _init()
   np.testing.assert_allclose(e, jit_apply(plain, {'params': params}, x), atol=1e-6)
+
+
+def _assert_close_to_scale(got, ref, tol: float):
+  """Every leaf of `got` within `tol` of `ref`'s largest gradient (on the host:
+  a comparison per leaf on the device would compile one program per shape)."""
+  got, ref = ([np.asarray(a) for a in jax.tree.leaves(t)] for t in (got, ref))
+  scale = max(np.abs(b).max() for b in ref)
+  for a, b in zip(got, ref):
+    assert np.abs(a - b).max() <= tol * scale
 
 
 @pytest.mark.parametrize('policy', [None, 'dots_with_no_batch_dims_saveable'])
@@ -82,9 +93,7 @@ def test_remat_gives_the_same_logits_and_gradients(policy):
   loss = lambda m: lambda p: jnp.sum(m.apply({'params': p}, x, train=True) ** 2)  # noqa: E731
   g0, g1 = jax.jit(jax.grad(loss(model)))(params), jax.jit(jax.grad(loss(remat)))(params)
   # relative to the gradient's scale: some leaves are all cancellation noise
-  scale = max(float(jnp.abs(b).max()) for b in jax.tree.leaves(g1))
-  for a, b in zip(jax.tree.leaves(g0), jax.tree.leaves(g1)):
-    assert float(jnp.abs(a - b).max()) <= 1e-5 * scale
+  _assert_close_to_scale(g0, g1, 1e-5)
 
 
 def test_global_average_pooling_has_no_class_token():
@@ -101,7 +110,7 @@ def test_representation_layer_and_headless_features():
                                representation_size=24)
   p = {k: v for k, v in params.items() if k != 'head'}
   f = jit_apply(feats, {'params': p}, x)
-  assert f.shape == (2, 24) and float(jnp.abs(f).max()) <= 1.0  # tanh
+  assert f.shape == (2, 24) and np.abs(np.asarray(f)).max() <= 1.0  # tanh
   np.testing.assert_allclose(jit_apply(model, {'params': params}, x),
                              f @ params['head']['kernel'] + params['head']['bias'], atol=1e-5)
 
@@ -137,9 +146,7 @@ def test_scanned_blocks_match_the_unrolled_model(kw):
   loss = lambda m: lambda p: jnp.sum(m.apply({'params': p}, x, train=True) ** 2)  # noqa: E731
   g0 = jax.jit(jax.grad(loss(model)))(params)
   g1 = scan_layout.unstack_blocks(jax.jit(jax.grad(loss(scanned)))(stacked))
-  scale = max(float(jnp.abs(b).max()) for b in jax.tree.leaves(g0))
-  for a, b in zip(jax.tree.leaves(g0), jax.tree.leaves(g1)):
-    assert float(jnp.abs(a - b).max()) <= 1e-5 * scale
+  _assert_close_to_scale(g1, g0, 1e-5)
 
 
 def test_exact_gelu_and_its_gradient_match_float64():

@@ -71,12 +71,12 @@ def test_weight_decay_hits_kernels_only_and_follows_the_schedule():
   for name in ('cls', 'Transformer/posembed_input/pos_embedding', 'head/bias',
                'Transformer/encoder_norm/scale', 'Transformer/encoderblock_0/LayerNorm_0/bias'):
     assert name not in decayed
-  params = jax.tree.map(lambda a: jnp.ones_like(a), params)
+  params = jax.tree.map(lambda a: np.ones(a.shape, a.dtype), params)
   tx = make_optimizer(_config(weight_decay=0.5, momentum=0.0, warmup_steps=4, total_steps=100))
-  state = tx.init(params)
-  zeros = jax.tree.map(jnp.zeros_like, params)
+  state = jax.jit(tx.init)(params)
+  zeros = jax.tree.map(np.zeros_like, params)
   for step in range(3):
-    updates, state = tx.update(zeros, state, params)
+    updates, state = jax.jit(tx.update)(zeros, state, params)
   lr = 0.1 * 2 / 4  # the third step (count 2) of the warmup
   np.testing.assert_allclose(updates['head']['kernel'], -lr * 0.5, rtol=1e-6)
   np.testing.assert_array_equal(updates['head']['bias'], 0.0)

@@ -94,8 +94,9 @@ def predict(images: Sequence[str], checkpoint: str, model_name: Optional[str], t
   crops = [eval_crop(p, cfg.image_size, cfg.crop_pct, cfg.interpolation, cfg.crop_mode)
            for p in pictures]
   x = normalize(np.stack(crops), cfg.mean, cfg.std)
-  with backends.for_devices(jax.devices()[:1]):
-    probs = np.asarray(jax.nn.softmax(model.apply({'params': params}, x)))
+  with backends.for_devices(jax.devices()[:1]):  # one program, not one per operation
+    probs = np.asarray(jax.jit(lambda p, x: jax.nn.softmax(model.apply({'params': p}, x)))(
+        params, x))
   names = imagenet_class_names() if cfg.num_classes == 1000 else None
   results = []
   for p in probs:

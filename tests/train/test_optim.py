@@ -71,7 +71,7 @@ def test_weight_decay_hits_kernels_only_and_follows_the_schedule():
   for name in ('cls', 'Transformer/posembed_input/pos_embedding', 'head/bias',
                'Transformer/encoder_norm/scale', 'Transformer/encoderblock_0/LayerNorm_0/bias'):
     assert name not in decayed
-  params = jax.tree.map(lambda a: np.ones(a.shape, a.dtype), params)
+  params = jax.tree.map(np.ones_like, params)
   tx = make_optimizer(_config(weight_decay=0.5, momentum=0.0, warmup_steps=4, total_steps=100))
   state = jax.jit(tx.init)(params)
   zeros = jax.tree.map(np.zeros_like, params)

@@ -48,9 +48,11 @@ def base_config() -> ml_collections.ConfigDict:
   c.seed = 0
   c.crop_scale = (0.08, 1.0)      # inception crop area range
   c.flip = True
-  c.workers = 8                   # decode/augment threads per host
+  c.workers = 0                   # decode/augment workers per host; 0: the cores it may use
+  c.worker_processes = False      # decode in processes instead of threads
   c.fsdp = 1                      # devices that shard each parameter (FSDP); 1 = replicate
   c.coordinator_address = ml_collections.FieldReference(None, field_type=str)
   c.num_processes = ml_collections.FieldReference(None, field_type=int)
   c.process_id = ml_collections.FieldReference(None, field_type=int)
+  c.heartbeat_timeout_s = 100     # multi-host: a process silent this long is lost; all stop
   return c

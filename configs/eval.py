@@ -19,4 +19,5 @@ def get_config() -> ml_collections.ConfigDict:
   c.coordinator_address = ml_collections.FieldReference(None, field_type=str)
   c.num_processes = ml_collections.FieldReference(None, field_type=int)
   c.process_id = ml_collections.FieldReference(None, field_type=int)
+  c.heartbeat_timeout_s = 100         # a process silent this long is lost; all stop
   return c

@@ -55,3 +55,29 @@ def test_disabled_writes_nothing():
   bar.log(1, top1=1.0)
   bar.close()
   assert out.getvalue() == ''
+
+
+def test_a_note_is_a_line_of_its_own_between_the_progress_lines():
+  out = io.StringIO()
+  bar = Progress(4, 'train', stream=out)
+  bar.update(8)
+  bar.log(1, loss=1.0)
+  bar.note('input-bound: raise --config.workers')
+  bar.update(8)
+  bar.log(2, loss=1.0)
+  lines = out.getvalue().splitlines()
+  assert [line.split()[:2] for line in lines] == [['train', '1/4'],
+                                                   ['input-bound:', 'raise'], ['train', '2/4']]
+
+  terminal = Terminal()
+  bar = Progress(4, 'train', stream=terminal)
+  bar.update(8)
+  bar.note('input-bound: raise --config.workers')
+  bar.close()
+  # the bar is cleared, the line written, the bar drawn again below it
+  text = terminal.getvalue()
+  assert '\rinput-bound: raise --config.workers\n' in text
+  assert text.index('input-bound') < text.rindex('1/4')
+  quiet = Terminal()
+  Progress(4, 'train', enabled=False, stream=quiet).note('input-bound')
+  assert quiet.getvalue() == ''

@@ -1,10 +1,13 @@
 """Running train.py in subprocesses with a tiny model, for the training tests."""
+import glob
 import json
 import os
+import socket
 import subprocess
 import sys
 
 import numpy as np
+from etils import epath
 from flax import traverse_util
 
 from conftest import xla_flags
@@ -12,6 +15,13 @@ from conftest import xla_flags
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY_MODEL = ("{'patch_size': 8, 'hidden_size': 16, 'num_layers': 1, 'num_heads': 2, "
               "'mlp_dim': 32, 'num_classes': 3}")
+
+
+def free_port() -> int:
+  """A TCP port of 127.0.0.1 that nothing listens on (for a coordinator, a server)."""
+  with socket.socket() as s:
+    s.bind(('127.0.0.1', 0))
+    return s.getsockname()[1]
 
 
 def tiny_args(workdir, dataset, **overrides):
@@ -25,24 +35,46 @@ def tiny_args(workdir, dataset, **overrides):
       f'--config.{k}={v}' for k, v in args.items()]
 
 
-def start(args, devices=2, env=None):
+def start(args, devices=2, env=None, cwd=ROOT):
   full_env = dict(os.environ, XLA_FLAGS=xla_flags(devices),
                   JAX_PLATFORMS='cpu', **(env or {}))
-  return subprocess.Popen([sys.executable, os.path.join(ROOT, 'train.py'), *args], cwd=ROOT,
+  return subprocess.Popen([sys.executable, os.path.join(ROOT, 'train.py'), *args], cwd=cwd,
                           env=full_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                           text=True)
 
 
-def run(args, devices=2, env=None, expect=0):
-  proc = start(args, devices, env)
+def input_workers(pid):
+  """The input worker processes of process `pid` (its children running them)."""
+  children = []
+  for path in glob.glob(f'/proc/{pid}/task/*/children'):
+    with open(path) as f:
+      children += [int(child) for child in f.read().split()]
+
+  def command(child):
+    try:
+      with open(f'/proc/{child}/cmdline', 'rb') as f:
+        return f.read().decode(errors='replace')
+    except FileNotFoundError:  # it exited meanwhile
+      return ''
+  return [c for c in children if 'vit_jax.data.worker_pool' in command(c)]
+
+
+def run(args, devices=2, env=None, expect=0, cwd=ROOT):
+  proc = start(args, devices, env, cwd)
   out, err = proc.communicate(timeout=300)
   assert proc.returncode == expect, f'rc={proc.returncode}\n{err[-3000:]}'
   return out, err
 
 
-def metric_rows(workdir, drop=('img_per_sec',)):
-  with open(os.path.join(workdir, 'metrics.jsonl')) as f:
-    return [{k: v for k, v in json.loads(l).items() if k not in drop} for l in f if l.strip()]
+# the timing fields of a metrics row, which vary from run to run
+TIMING = ('img_per_sec', 'step_time_s', 'input_wait', 'tflops_per_device', 'mfu')
+
+
+def metric_rows(workdir, drop=TIMING):
+  """The rows of WORKDIR/metrics.jsonl (a local or a gs:// workdir)."""
+  text = (epath.Path(workdir) / 'metrics.jsonl').read_text()
+  return [{k: v for k, v in json.loads(l).items() if k not in drop}
+          for l in text.splitlines() if l.strip()]
 
 
 def final_params(workdir):

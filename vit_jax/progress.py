@@ -65,6 +65,16 @@ class Progress:
                       f'{images_per_sec:.1f} img/s  ETA {eta}\n')
     self.stream.flush()
 
+  def note(self, line: str) -> None:
+    """A line of its own among the progress lines (above the bar on a terminal)."""
+    if not self.enabled:
+      return
+    if self._bar is not None:
+      self._bar.write(line, file=self.stream)
+      return
+    self.stream.write(line + '\n')
+    self.stream.flush()
+
   def close(self) -> None:
     if self._bar is not None:
       self._bar.close()

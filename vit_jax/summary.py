@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import importlib.metadata
 import json
-import os
 from typing import Any, Optional
 
 import jax
 import ml_collections
 import numpy as np
 from jax.sharding import Mesh
+
+from vit_jax import storage
 
 PACKAGES = ('jax', 'flax', 'optax', 'orbax-checkpoint')
 
@@ -72,16 +73,14 @@ def keep_config(config: ml_collections.ConfigDict, workdir: str) -> Optional[lis
   differ from a config.json already there (a resumed run), else None."""
   if jax.process_index() != 0:
     return None
-  path = os.path.join(workdir, 'config.json')
+  path = storage.resolve(workdir) / 'config.json'
   new = json.loads(json.dumps(config.to_dict()))
   changed = None
-  if os.path.exists(path):
-    with open(path) as f:
-      old = _flat(json.load(f))
+  if path.exists():
+    old = _flat(json.loads(path.read_text()))
     flat = _flat(new)
     changed = [f'{k} ({old.get(k)!r} -> {flat.get(k)!r})' for k in sorted(set(old) | set(flat))
                if old.get(k) != flat.get(k)]
-  os.makedirs(workdir, exist_ok=True)
-  with open(path, 'w') as f:
-    json.dump(new, f, indent=1)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  path.write_text(json.dumps(new, indent=1))
   return changed

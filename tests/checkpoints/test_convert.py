@@ -130,8 +130,8 @@ def test_existing_destination_needs_overwrite(tmp_path, capsys):
 
 
 def test_a_failure_while_writing_leaves_no_partial_file(tmp_path, monkeypatch, capsys):
-  def broken_write(path, state_dict, archive='archive'):
-    open(path, 'wb').write(b'PK half a file')
+  def broken_write(file, state_dict, archive='archive'):
+    file.write(b'PK half a file')
     raise OSError('disk full')
   monkeypatch.setattr('vit_jax.checkpoints.formats.write_pth', broken_write)
   assert main([B16, str(tmp_path / 'out.pth'), *_twin_args()]) == 2

@@ -77,4 +77,27 @@ def test_tfds_bad_split_and_tfrecord_format_are_one_line_errors(tmp_path):
     json.dump(meta, f)
   with pytest.raises(DatasetError, match='--file_format=array_record') as e:
     open_source(f'tfds:{name}', data_dir=data_dir)
-  assert '\n' not in str(e.value) and 'not in ArrayRecord format' in str(e.value)
+  message = str(e.value)
+  assert '\n' not in message and 'prepared as TFRecord' in message
+  version_dir = os.path.join(data_dir, name, '1.0.0')
+  convert = (f'`tfds convert_format --dataset_version_dir={version_dir} '
+             '--out_file_format=array_record`')
+  assert convert in message and message.index(convert) < message.index('tfds build')
+
+
+def test_a_data_dir_with_a_tilde_or_relative_to_the_working_directory(tmp_path, monkeypatch):
+  home = tmp_path / 'home'
+  name = tfds_twin(str(home / 'tfds'), photo_folder(str(tmp_path / 'p'), counts=(1, 2)))
+  monkeypatch.setenv('HOME', str(home))
+  assert len(open_source(f'tfds:{name}', data_dir='~/tfds')) == 3
+  monkeypatch.chdir(home)
+  assert len(open_source(f'tfds:{name}', data_dir='tfds')) == 3
+
+
+@pytest.mark.parametrize('spec, data_dir', [('tfds:imagenet2012', 'gs://bucket/tfds'),
+                                            ('folder:gs://bucket/train', None)])
+def test_a_dataset_on_cloud_storage_is_one_line_naming_gcsfuse(spec, data_dir):
+  with pytest.raises(DatasetError) as e:
+    open_source(spec, data_dir=data_dir)
+  assert '\n' not in str(e.value) and 'gs://bucket/' in str(e.value)
+  assert 'gcsfuse --implicit-dirs BUCKET /mnt/BUCKET' in str(e.value)

@@ -1,9 +1,13 @@
-"""The training input: a pure function of (seed, step), whatever the host count."""
+"""The training input: a pure function of (seed, step), whatever the host
+count, the worker count, or whether the workers are threads or processes."""
+import os
+
 import numpy as np
 import pytest
 
-from vit_jax.data.sources import open_source
-from vit_jax.data.train_pipeline import example_index, inception_crop_box, train_batches
+from vit_jax.data.sources import DatasetError, open_source
+from vit_jax.data.train_pipeline import (default_workers, example_index, row_draws,
+                                         train_batches)
 from eval_helpers import photo_folder
 
 
@@ -19,26 +23,40 @@ def _batches(src, **kw):
   return list(train_batches(src, **args))
 
 
-def test_same_seed_same_batches_and_a_resume_continues_them(source):
-  a, b = _batches(source), _batches(source)
+def _assert_same(a, b):
+  assert len(a) == len(b)
   for x, y in zip(a, b):
     np.testing.assert_array_equal(x['image'], y['image'])
     np.testing.assert_array_equal(x['label'], y['label'])
+
+
+def test_same_seed_same_batches_and_a_resume_continues_them(source):
+  a = _batches(source)
+  _assert_same(a, _batches(source))
   resumed = _batches(source, start_step=2)
-  assert len(resumed) == 2
-  for x, y in zip(resumed, a[2:]):
-    np.testing.assert_array_equal(x['image'], y['image'])
+  _assert_same(resumed, a[2:])
   other = _batches(source, seed=4)
   assert any((x['image'] != y['image']).any() for x, y in zip(a, other))
+  assert a[0]['image'].dtype == np.uint8 and a[0]['image'].shape == (6, 16, 16, 3)
+  assert a[0]['label'].dtype == np.int32 and a[0]['label'].shape == (6,)
+
+
+def test_any_worker_count_threads_or_processes_give_the_same_batches(source):
+  threads = _batches(source, workers=1, total_steps=6)
+  for workers in (2, 3, 7):
+    _assert_same(_batches(source, workers=workers, total_steps=6), threads)
+  _assert_same(_batches(source, workers=3, processes=True, total_steps=6), threads)
 
 
 def test_hosts_split_the_same_global_batch(source):
   whole = _batches(source)
-  parts = [_batches(source, process_index=p, process_count=2) for p in range(2)]
-  for step, batch in enumerate(whole):
-    joined = np.concatenate([parts[0][step]['image'], parts[1][step]['image']])
-    np.testing.assert_array_equal(joined, batch['image'])
-    assert parts[0][step]['image'].shape == (3, 16, 16, 3)
+  for processes in (False, True):
+    parts = [_batches(source, process_index=p, process_count=2, processes=processes)
+             for p in range(2)]
+    for step, batch in enumerate(whole):
+      joined = {k: np.concatenate([parts[0][step][k], parts[1][step][k]]) for k in batch}
+      _assert_same([joined], [batch])
+      assert parts[0][step]['image'].shape == (3, 16, 16, 3)
 
 
 def test_every_epoch_is_a_permutation():
@@ -48,12 +66,26 @@ def test_every_epoch_is_a_permutation():
   assert seen[:10] != seen[10:20]
 
 
-def test_inception_crop_boxes_respect_area_and_ratio():
-  rng = np.random.default_rng(0)
-  for _ in range(200):
-    l, t, r, b = inception_crop_box(rng, 120, 80, (0.3, 1.0))
-    w, h = r - l, b - t
-    assert 0 <= l < r <= 120 and 0 <= t < b <= 80
-    assert 0.3 * 9600 * 0.9 <= w * h <= 9600
-  # no random box fits: the largest central crop within the ratio range
-  assert inception_crop_box(rng, 400, 10, (0.99, 1.0)) == (193, 0, 206, 10)
+def test_a_rows_draws_do_not_depend_on_which_rows_are_drawn_with_it():
+  whole = row_draws(5, 11, 0, 40)
+  np.testing.assert_array_equal(row_draws(5, 11, 13, 9), whole[13:22])
+  np.testing.assert_array_equal(row_draws(5, 11, 39, 1), whole[39:])
+  assert whole.min() >= 0 and whole.max() < 1 and abs(whole.mean() - 0.5) < 0.05
+  assert not np.array_equal(row_draws(5, 12, 0, 40), whole)
+  assert not np.array_equal(row_draws(6, 11, 0, 40), whole)
+
+
+def test_workers_default_to_the_cores_this_process_may_use():
+  assert default_workers() == len(os.sched_getaffinity(0))
+
+
+@pytest.mark.parametrize('processes', [False, True])
+def test_an_image_nothing_decodes_stops_with_its_id_and_source(tmp_path, processes):
+  root = photo_folder(str(tmp_path / 'd'), counts=(2, 2), corrupt=True)
+  src = open_source(f'folder:{root}')
+  with pytest.raises(DatasetError) as e:
+    _batches(src, batch_size=5, total_steps=2, processes=processes)
+  message = str(e.value)
+  assert message.startswith(f'training image {os.path.join("class_1", "broken.jpg")} of '
+                            f'folder:{root} cannot be decoded (')
+  assert message.endswith('remove or replace it') and '\n' not in message

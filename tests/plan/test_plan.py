@@ -12,6 +12,7 @@ import jax
 import pytest
 
 from configs import quickstart
+from vit_jax import utilization
 from vit_jax.plan import hlo, report, steps, topology
 from vit_jax.train import program
 
@@ -53,12 +54,14 @@ def test_slice_names_as_tpu_users_write_them():
       topology.parse(bad)
 
 
-@pytest.mark.parametrize('name', ['v4-8', 'v5e-16', 'v6e-8'])
+@pytest.mark.parametrize('name', ['v4-8', 'v5p-8', 'v5e-16', 'v6e-8'])
 def test_libtpu_describes_each_generation(name):
   s = topology.parse(name)
   devices = topology.devices(s)
   assert len(devices) == s.chips * s.generation.devices_per_chip
   assert all(d.platform == 'tpu' for d in devices)
+  # the training loop's MFU finds the slice's peak by the device kind libtpu reports
+  assert utilization.bf16_peak_tflops(devices[0].device_kind) * 1e12 == s.peak_flops_per_device
 
 
 def test_no_libtpu_is_one_line(monkeypatch):
@@ -131,17 +134,17 @@ def test_a_bfloat16_step_multiplies_in_bfloat16(v3_8):
       k for k in products if k[0] != ('bf16', 'bf16')]
 
 
-def _cli(script, *args):
-  return subprocess.run([sys.executable, os.path.join(ROOT, script), *args], cwd=ROOT,
+def _cli(script, *args, cwd=ROOT):
+  return subprocess.run([sys.executable, os.path.join(ROOT, script), *args], cwd=cwd,
                         capture_output=True, text=True, timeout=600)
 
 
 def test_train_and_eval_commands_plan_without_running(tmp_path):
   plan_json = tmp_path / 'plan.json'
-  out = _cli('train.py', '--config=configs/quickstart.py', '--config.model_overrides='
+  out = _cli('train.py', '--config=quickstart', '--config.model_overrides='
              "{'num_layers': 1, 'hidden_size': 32, 'num_heads': 2, 'mlp_dim': 64, "
              "'num_classes': 10, 'patch_size': 8}", '--compile_for=v3-8',
-             f'--plan_json={plan_json}', f'--workdir={tmp_path / "run"}')
+             '--plan_json=plan.json', '--workdir=run', cwd=tmp_path)  # paths relative to it
   assert out.returncode == 0, out.stderr[-2000:]
   assert not (tmp_path / 'run').exists()
   plan = json.loads(plan_json.read_text())

@@ -1,5 +1,6 @@
 """Kill -9 (twice, once in the middle of a checkpoint save) and SIGTERM:
-the resumed run ends bit-identical to an uninterrupted one."""
+the resumed run ends bit-identical to an uninterrupted one, whether its input
+was decoded in threads or in worker processes."""
 import os
 import signal
 import time
@@ -7,7 +8,8 @@ import time
 import pytest
 
 from eval_helpers import photo_folder
-from train_helpers import assert_params_equal, final_params, metric_rows, run, start, tiny_args
+from train_helpers import (assert_params_equal, final_params, input_workers, metric_rows, run,
+                           start, tiny_args)
 
 
 @pytest.fixture(scope='module')
@@ -21,13 +23,14 @@ def reference(tmp_path_factory):
 def test_sigkill_at_a_step_and_during_a_save_then_resume_is_bit_exact(reference):
   tmp, data = reference
   work = tmp / 'killed'
-  # 1: killed at step 6 (checkpoint 4 is complete)
-  run(tiny_args(work, data), env={'VIT_JAX_FAULT': 'step:6'}, expect=-signal.SIGKILL)
+  # 1: killed at step 6 (checkpoint 4 is complete), decoding in worker processes
+  processes = tiny_args(work, data, worker_processes=True)
+  run(processes, env={'VIT_JAX_FAULT': 'step:6'}, expect=-signal.SIGKILL)
   assert sorted(os.listdir(work / 'checkpoints')) == ['4']
   # 2: resumed at 4, killed right after the asynchronous save of step 8 started
-  out, _ = run(tiny_args(work, data), env={'VIT_JAX_FAULT': 'save:8'}, expect=-signal.SIGKILL)
+  out, _ = run(processes, env={'VIT_JAX_FAULT': 'save:8'}, expect=-signal.SIGKILL)
   assert 'resumed from' in out and 'at step 4' in out
-  # 3: resumed from the last complete checkpoint and run to the end
+  # 3: resumed from the last complete checkpoint and run to the end, in threads
   out, _ = run(tiny_args(work, data))
   assert 'resumed from' in out
   assert_params_equal(final_params(work), final_params(tmp / 'straight'))
@@ -38,14 +41,20 @@ def test_sigkill_at_a_step_and_during_a_save_then_resume_is_bit_exact(reference)
 def test_sigterm_saves_at_the_next_step_and_exits_zero(reference):
   tmp, data = reference
   work = tmp / 'preempted'
-  proc = start(tiny_args(work, data, total_steps=400, checkpoint_every=1000))
+  proc = start(tiny_args(work, data, total_steps=400, checkpoint_every=1000,
+                         worker_processes=True))
   deadline = time.time() + 120
   while time.time() < deadline:
     rows = metric_rows(work) if (work / 'metrics.jsonl').exists() else []
     if len(rows) >= 3:
       break
     time.sleep(0.2)
-  proc.send_signal(signal.SIGTERM)
+  # to the input worker processes too, as a preemption signals the process
+  # group: they ignore it, and the training process saves
+  workers = input_workers(proc.pid)
+  assert workers
+  for pid in [proc.pid, *workers]:
+    os.kill(pid, signal.SIGTERM)
   out, err = proc.communicate(timeout=120)
   assert proc.returncode == 0, err[-2000:]
   assert 'SIGTERM: saved step' in out

@@ -1,4 +1,5 @@
-"""train.py: bad configs fail at start in one line; NaN stops the run;
+"""train.py: bad configs fail at start in one line; so does an image nothing
+decodes, when it comes; NaN stops the run;
 fine-tuning from a timm .pth to another size and class count."""
 import os
 
@@ -35,6 +36,19 @@ def test_bad_config_fails_at_start_in_one_line(tmp_path, data, override, devices
   lines = [l for l in err.splitlines() if l.startswith('error:')]
   assert len(lines) == 1 and message in lines[0], err[-2000:]
   assert 'Traceback' not in err
+
+
+@pytest.mark.parametrize('processes', [False, True])
+def test_an_image_nothing_decodes_stops_the_run_in_one_line(tmp_path, processes):
+  broken = photo_folder(str(tmp_path / 'data'), counts=(3, 2, 2), corrupt=True)
+  work = tmp_path / 'w'
+  out, err = run(tiny_args(work, broken, worker_processes=processes), devices=1, expect=1)
+  lines = err.strip().splitlines()
+  assert len(lines) == 1, err[-2000:]
+  assert lines[0].startswith(f'error: training image {os.path.join("class_1", "broken.jpg")} '
+                             f'of folder:{broken} cannot be decoded (')
+  assert lines[0].endswith('); remove or replace it')
+  assert not (work / 'checkpoints').exists() or not os.listdir(work / 'checkpoints')
 
 
 def test_non_finite_loss_stops_naming_the_step_without_a_bad_checkpoint(tmp_path, data):

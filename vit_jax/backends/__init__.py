@@ -28,6 +28,8 @@ from typing import Iterable, Iterator
 import flax.linen as nn
 import jax
 
+from vit_jax import accelerators
+
 
 def platform_of(devices: Iterable[jax.Device]) -> str:
   """'cpu', 'gpu' or 'tpu': the one platform of `devices`."""
@@ -58,7 +60,10 @@ def for_devices(devices: Iterable[jax.Device], kernels: bool = True) -> Iterator
 
 
 def cpu_only_host() -> bool:
-  """Whether this machine has no TPU and no GPU, as JAX detects them."""
+  """Whether this machine has no TPU and no GPU: no device file of one
+  (`vit_jax.accelerators`), and none that JAX detects."""
+  if accelerators.present():
+    return False
   try:
     from jax._src import hardware_utils
   except ImportError:

@@ -3,6 +3,7 @@
     python -m vit_jax.bench --model vit_base_patch16_224 --batch 8 --dtype float32 \
         --mode infer [--compare timm] [--compare official --official-checkout PATH]
     python -m vit_jax.bench --mode pipeline [--photos DIR]
+    python -m vit_jax.bench --mode train-input [--compare tfdata] [--image-size 224]
 
 Times the jitted step on the devices at hand (warm-up excluded, median of
 several repetitions; with comparisons, the implementations take turns each
@@ -16,7 +17,9 @@ and, for known GPUs, the datasheet's dense bf16 peak. `--compare timm` runs
 the same model in timm (PyTorch eager, and torch.compile where it works) in
 the same run; `--compare official` the official Flax model from a checkout
 of google-research/vision_transformer, jitted the same way. `--mode pipeline`
-times the eval preprocessing of photos on one core, ours and timm's.
+times the eval preprocessing of photos on one core, ours and timm's;
+`--mode train-input` the training input on one core and on all cores, ours
+and, with `--compare tfdata`, big_vision's tf.data ops (`train_input`).
 """
 from __future__ import annotations
 
@@ -34,9 +37,7 @@ import numpy as np
 
 from vit_jax import backends
 from vit_jax.models import registry
-
-# Dense bf16 tensor-core peaks (TFLOP/s, without sparsity) from the datasheets.
-DATASHEET_BF16_TFLOPS = {'H100': 989.0, 'H200': 989.0, 'A100': 312.0}
+from vit_jax.utilization import bf16_peak_tflops
 
 
 @dataclasses.dataclass
@@ -255,7 +256,7 @@ def pipeline_runners(cfg, files: Sequence[str]) -> list[Runner]:
 def device_line() -> tuple[str, Optional[float]]:
   d = jax.devices()[0]
   kind = getattr(d, 'device_kind', d.platform)
-  sheet = next((v for k, v in DATASHEET_BF16_TFLOPS.items() if k in kind), None)
+  sheet = bf16_peak_tflops(kind)
   return f'{jax.device_count()} x {kind} ({jax.default_backend()})', sheet
 
 
@@ -264,18 +265,28 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   p.add_argument('--model', default='vit_base_patch16_224')
   p.add_argument('--batch', type=int, default=8)
   p.add_argument('--dtype', default='float32', choices=['float32', 'bfloat16'])
-  p.add_argument('--mode', default='infer', choices=['infer', 'train', 'pipeline'],
-                 help='the forward pass, a training step, or the eval preprocessing of '
-                 'photos on one core (timm too when installed)')
+  p.add_argument('--mode', default='infer',
+                 choices=['infer', 'train', 'pipeline', 'train-input'],
+                 help='the forward pass, a training step, the eval preprocessing of photos on '
+                 'one core (timm too when installed), or the training input on one core and '
+                 'all cores')
   p.add_argument('--photos', metavar='DIR', help='photos for --mode pipeline (default: '
                  "scikit-image's sample photos)")
   p.add_argument('--reps', type=int, default=10)
   p.add_argument('--warmup', type=int, default=2)
-  p.add_argument('--compare', choices=['timm', 'official'], action='append', default=[],
-                 help='also time timm, or the official Flax model, in this run (repeatable)')
+  p.add_argument('--compare', choices=['timm', 'official', 'tfdata'], action='append',
+                 default=[], help='also time timm, the official Flax model, or (with '
+                 "--mode train-input) big_vision's tf.data input, in this run (repeatable)")
+  p.add_argument('--image-size', type=int, default=224, help='crops of --mode train-input')
+  p.add_argument('--rounds', type=int, default=3, help='rounds of --mode train-input, each '
+                 'measuring every configuration in turn')
   p.add_argument('--official-checkout', metavar='PATH',
                  help='a checkout of google-research/vision_transformer (for --compare official)')
   args = p.parse_args(argv)
+  if args.mode == 'train-input':
+    from vit_jax.bench import train_input
+    return train_input.run('tfdata' in args.compare, image_size=args.image_size,
+                           rounds=args.rounds)
   # the process settings of train.py (training) and eval.py, for every implementation
   backends.configure_process(training=args.mode == 'train')
   try:

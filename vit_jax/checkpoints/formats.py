@@ -12,7 +12,6 @@ import json
 import logging
 import os
 import re
-import tempfile
 import zipfile
 from typing import Any, Optional
 
@@ -20,8 +19,10 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+import safetensors.numpy
 from flax import traverse_util
 
+from vit_jax import storage
 from vit_jax.models import registry
 from vit_jax.checkpoints import (adapt, google_layout, hf_format, hf_layout, orbax_io,
                                  safetensors_io, scan_layout, timm_layout)
@@ -37,10 +38,11 @@ def detect_format(path: str) -> str:
   """'torch', 'safetensors', 'npz', 'hf' (a directory whose config.json has a
   model_type) or
   'orbax' (another directory, a path ending in .orbax or with no suffix)."""
-  suffix = os.path.splitext(path.rstrip(os.sep))[1].lower()
-  if os.path.isdir(path) and hf_format.is_hf_dir(path):
+  suffix = os.path.splitext(path.rstrip('/'))[1].lower()
+  is_dir = storage.resolve(path).is_dir()
+  if is_dir and hf_format.is_hf_dir(path):
     return 'hf'
-  if os.path.isdir(path) or suffix in ('', '.orbax'):
+  if is_dir or suffix in ('', '.orbax'):
     return 'orbax'
   if suffix in TORCH_SUFFIXES:
     return 'torch'
@@ -71,7 +73,7 @@ def _model_from_filename(path: str) -> Optional[str]:
 
 def _read_file(path: str, fmt: str) -> tuple[dict[str, np.ndarray], Optional[dict]]:
   """(raw arrays, vit_jax model record if the file carries one)."""
-  if not os.path.exists(path):
+  if not storage.resolve(path).exists():
     raise CheckpointError(f'{path}: no such file or directory')
   if fmt == 'orbax':
     record, params = orbax_io.read(path)  # a scan_layers training run stores stacked blocks
@@ -82,7 +84,7 @@ def _read_file(path: str, fmt: str) -> tuple[dict[str, np.ndarray], Optional[dic
     return hf_format.read_weights(path), None
   if fmt == 'npz':
     try:
-      with np.load(path, allow_pickle=False) as z:
+      with storage.resolve(path).open('rb') as f, np.load(f, allow_pickle=False) as z:
         return {k: z[k] for k in z.files}, None
     except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
       raise CheckpointError(f'{path}: truncated or not an .npz checkpoint ({e})') from None
@@ -219,23 +221,13 @@ def save_params(path: str, params: Any, config: ml_collections.ConfigDict,
     arrays = timm_layout.to_timm(flat, timm_layout.rules(config))
   else:
     arrays = google_layout.to_npz(flat)
-  folder = os.path.dirname(os.path.abspath(path))
-  fd, tmp = tempfile.mkstemp(dir=folder, prefix='.tmp-', suffix=os.path.splitext(path)[1])
-  os.close(fd)
-  try:
+
+  def write(f) -> None:
     if fmt == 'torch':
-      write_pth(tmp, arrays)
+      write_pth(f, arrays)
     elif fmt == 'safetensors':
-      from safetensors.numpy import save_file
       meta = {SAFETENSORS_META_KEY: json.dumps(orbax_io.model_record(config))}
-      save_file(arrays, tmp, metadata=meta)
+      f.write(safetensors.numpy.save(arrays, metadata=meta))
     else:
-      with open(tmp, 'wb') as f:
-        np.savez(f, **arrays)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)
-    os.replace(tmp, path)
-  finally:
-    if os.path.exists(tmp):
-      os.remove(tmp)
+      np.savez(f, **arrays)
+  storage.write_file(path, write)

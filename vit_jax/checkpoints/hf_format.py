@@ -19,15 +19,15 @@ from __future__ import annotations
 import json
 import math
 import os
-import shutil
-import tempfile
 from importlib import resources
 from typing import Any, Callable, Optional
 
 import ml_collections
 import numpy as np
-from safetensors.numpy import save_file
+from etils import epath
+from safetensors.numpy import save
 
+from vit_jax import storage
 from vit_jax.checkpoints import hf_layout, safetensors_io, timm_layout
 from vit_jax.checkpoints.errors import CheckpointError
 from vit_jax.checkpoints.torch_format import read_pth
@@ -51,10 +51,10 @@ def is_hf_dir(path: str) -> bool:
   """A transformers directory: its config.json names a `model_type` (a
   training workdir's config.json, the run's config, does not)."""
   config = os.path.join(path, CONFIG)
-  if not os.path.isfile(config):
+  if not epath.Path(config).is_file():
     return False
   try:
-    with open(config) as f:
+    with epath.Path(config).open() as f:
       return 'model_type' in json.load(f)
   except (ValueError, OSError, TypeError):
     return True  # unreadable: read as HF, which names the problem
@@ -62,7 +62,7 @@ def is_hf_dir(path: str) -> bool:
 
 def _json(path: str) -> dict:
   try:
-    with open(path) as f:
+    with epath.Path(path).open() as f:
       out = json.load(f)
   except (ValueError, OSError) as e:
     raise CheckpointError(f'{path}: unreadable JSON ({e})') from None
@@ -85,7 +85,7 @@ def _read_one(path: str) -> dict[str, np.ndarray]:
 
 def read_weights(path: str) -> dict[str, np.ndarray]:
   """The state dict of the directory's weights file, or of all its shards."""
-  found = [n for n in WEIGHT_FILES if os.path.isfile(os.path.join(path, n))]
+  found = [n for n in WEIGHT_FILES if epath.Path(os.path.join(path, n)).is_file()]
   if not found:
     raise CheckpointError(f'{path}: no weights file; a Hugging Face directory holds one of '
                           f'{", ".join(WEIGHT_FILES)}')
@@ -97,7 +97,7 @@ def read_weights(path: str) -> dict[str, np.ndarray]:
     raise CheckpointError(f'{first}: no weight_map; the index names the shard of every key')
   arrays: dict[str, np.ndarray] = {}
   for shard in sorted(set(weight_map.values())):
-    if not os.path.isfile(os.path.join(path, shard)):
+    if not epath.Path(os.path.join(path, shard)).is_file():
       raise CheckpointError(f'{first}: shard {shard} is missing from {path}')
     arrays.update(_read_one(os.path.join(path, shard)))
   absent = sorted(k for k in weight_map if k not in arrays)
@@ -177,7 +177,7 @@ def preprocessing_fields(path: str, image_size: int, log: Log) -> dict:
   """crop_pct, crop_mode, interpolation, mean and std as preprocessor_config.json
   gives them; what our eval transform cannot express is logged and left out."""
   source = os.path.join(path, PREPROCESSOR)
-  if not os.path.isfile(source):
+  if not epath.Path(source).is_file():
     return {}
   pp, out = _json(source), {}
   if pp.get('do_normalize', True):
@@ -323,22 +323,12 @@ def preprocessor_json(cfg: ml_collections.ConfigDict) -> dict:
 
 
 def write(path: str, flat: dict[str, np.ndarray], cfg: ml_collections.ConfigDict) -> None:
-  """A new directory, complete or not at all (written aside, then renamed)."""
+  """A new directory, complete or not at all (`storage.new_directory`)."""
   check_writable(cfg)
   prefix = hf_layout.CLASSIFIER_PREFIX if cfg.num_classes else ''
   arrays = timm_layout.to_timm(flat, hf_layout.rules(cfg, prefix))
-  path = path.rstrip(os.sep)
-  tmp = tempfile.mkdtemp(dir=os.path.dirname(os.path.abspath(path)), prefix='.tmp-hf-')
-  try:
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o777 & ~umask)
-    for name, content in ((CONFIG, config_json(cfg)), (PREPROCESSOR, preprocessor_json(cfg))):
-      with open(os.path.join(tmp, name), 'w') as f:
-        json.dump(content, f, indent=2)
-        f.write('\n')
-    save_file(arrays, os.path.join(tmp, WEIGHTS), metadata={'format': 'pt'})
-    os.chmod(os.path.join(tmp, WEIGHTS), 0o666 & ~umask)  # safetensors writes it owner-only
-    os.rename(tmp, path)
-  finally:
-    shutil.rmtree(tmp, ignore_errors=True)
+  with storage.new_directory(path) as out:
+    out.mkdir(parents=True)
+    (out / WEIGHTS).write_bytes(save(arrays, metadata={'format': 'pt'}))
+    for name, content in ((PREPROCESSOR, preprocessor_json(cfg)), (CONFIG, config_json(cfg))):
+      (out / name).write_text(json.dumps(content, indent=2) + '\n')

@@ -5,14 +5,15 @@ the rest), so a single checkpoint and a training workdir read alike.
 """
 from __future__ import annotations
 
-import os
 from typing import Any, Optional
 
 import jax
 import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
+from etils import epath
 
+from vit_jax import storage
 from vit_jax.models import registry
 from vit_jax.checkpoints.errors import CheckpointError
 
@@ -36,27 +37,39 @@ def config_from_record(record: dict, source: str) -> ml_collections.ConfigDict:
     raise CheckpointError(f'{source}: {e}') from None
 
 
-def latest_step_dir(path: str) -> Optional[str]:
+def latest_step_dir(path: str) -> Optional[epath.Path]:
   """The newest complete step of a CheckpointManager root or a workdir."""
-  root = os.path.join(path, 'checkpoints') if os.path.isdir(
-      os.path.join(path, 'checkpoints')) else path
-  steps = [int(d) for d in os.listdir(root) if d.isdigit()
-           and os.path.isdir(os.path.join(root, d, 'params'))]
+  root = storage.resolve(path)
+  if (root / 'checkpoints').is_dir():
+    root = root / 'checkpoints'
+  steps = [int(d.name) for d in root.iterdir() if d.name.isdigit() and (d / 'params').is_dir()]
   if not steps:
     return None
   step = ocp.CheckpointManager(root).latest_step()
-  return os.path.join(root, str(step if step is not None else max(steps)))
+  return root / str(step if step is not None else max(steps))
 
 
-def checkpoint_dir(path: str) -> str:
+def checkpoint_dir(path: str) -> epath.Path:
   """`path` itself when it is one checkpoint, else its latest step."""
-  if os.path.isdir(os.path.join(path, 'params')):
-    return path
+  if (storage.resolve(path) / 'params').is_dir():
+    return storage.resolve(path)
   step_dir = latest_step_dir(path)
   if step_dir is None:
     raise CheckpointError(f'{path}: a directory, but neither an orbax checkpoint (no params/) '
                           'nor a training workdir with a complete checkpoint')
   return step_dir
+
+
+def _reader() -> ocp.Checkpointer:
+  """A Checkpointer for the Composite both layouts are: a handler for every
+  item a step may hold, so that orbax finds each item's metadata and warns
+  of none it cannot read."""
+  handlers = ocp.DefaultCheckpointHandlerRegistry()
+  for item in ('params', 'train_state'):
+    handlers.add(item, ocp.args.PyTreeRestore, ocp.PyTreeCheckpointHandler())
+  for item in ('model', 'data'):
+    handlers.add(item, ocp.args.JsonRestore, ocp.JsonCheckpointHandler())
+  return ocp.Checkpointer(ocp.CompositeCheckpointHandler(handler_registry=handlers))
 
 
 def read(path: str) -> tuple[dict, Any]:
@@ -66,17 +79,15 @@ def read(path: str) -> tuple[dict, Any]:
   (a training run on 8 GPUs, say) reads on this machine."""
   ckpt = checkpoint_dir(path)
   try:
-    with ocp.PyTreeCheckpointer() as c:
-      meta = c.metadata(os.path.join(ckpt, 'params')).item_metadata
+    with _reader() as c:
+      meta = c.metadata(ckpt).item_metadata['params']
       as_numpy = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), meta)
-      params = c.restore(os.path.join(ckpt, 'params'),
-                         args=ocp.args.PyTreeRestore(restore_args=as_numpy))
-    with ocp.Checkpointer(ocp.JsonCheckpointHandler()) as c:
-      record = c.restore(os.path.join(ckpt, 'model'))
+      out = c.restore(ckpt, ocp.args.Composite(
+          params=ocp.args.PyTreeRestore(restore_args=as_numpy), model=ocp.args.JsonRestore()))
   except (FileNotFoundError, ValueError, KeyError) as e:
     raise CheckpointError(f'{ckpt}: unreadable orbax checkpoint ({type(e).__name__}: '
                           f'{str(e).splitlines()[0] if str(e) else ""})') from None
-  return record, params
+  return out['model'], out['params']
 
 
 def write(path: str, params: Any, config: ml_collections.ConfigDict) -> None:
@@ -94,6 +105,6 @@ def write(path: str, params: Any, config: ml_collections.ConfigDict) -> None:
   handlers.add('params', ocp.args.PyTreeSave,
                ocp.PyTreeCheckpointHandler(type_handler_registry=arrays))
   with ocp.Checkpointer(ocp.CompositeCheckpointHandler(handler_registry=handlers)) as c:
-    c.save(os.path.abspath(path), ocp.args.Composite(
+    c.save(storage.resolve(path), ocp.args.Composite(
         params=ocp.args.PyTreeSave(params, ocdbt_target_data_file_size=DATA_FILE_BYTES),
         model=ocp.args.JsonSave(model_record(config))))

@@ -8,11 +8,11 @@ of memory until it is converted and reads bfloat16, which numpy lacks.
 from __future__ import annotations
 
 import json
-import os
 
 import ml_dtypes
 import numpy as np
 
+from vit_jax import storage
 from vit_jax.checkpoints.errors import CheckpointError
 
 _DTYPES = {'F64': np.float64, 'F32': np.float32, 'F16': np.float16, 'BF16': ml_dtypes.bfloat16,
@@ -23,14 +23,13 @@ _DTYPES = {'F64': np.float64, 'F32': np.float32, 'F16': np.float16, 'BF16': ml_d
 def read(path: str) -> tuple[dict[str, np.ndarray], dict[str, str]]:
   """(name -> read-only array, the header's `__metadata__`)."""
   try:
-    size = os.path.getsize(path)
-    with open(path, 'rb') as f:
-      n = int.from_bytes(f.read(8), 'little')
-      if not 0 < n <= size - 8:
-        raise ValueError(f'header length {n} does not fit the file')
-      header = json.loads(f.read(n))
+    raw = storage.file_bytes(path)
+    n = int.from_bytes(raw[:8].tobytes(), 'little')
+    if not 0 < n <= raw.size - 8:
+      raise ValueError(f'header length {n} does not fit the file')
+    header = json.loads(raw[8:8 + n].tobytes())
     meta = header.pop('__metadata__', None) or {}
-    data = np.memmap(path, np.uint8, 'r', offset=8 + n) if size > 8 + n else np.zeros(0, np.uint8)
+    data = raw[8 + n:]
     arrays = {}
     for name, info in header.items():
       begin, end = info['data_offsets']

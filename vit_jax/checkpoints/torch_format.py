@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import collections
 import io
-import mmap
 import pickle
 import struct
 import zipfile
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Union
 
 import numpy as np
 
+from vit_jax import storage
 from vit_jax.checkpoints.errors import CheckpointError
 
 _STORAGE_DTYPES = {
@@ -109,27 +109,28 @@ class _SafeUnpickler(pickle.Unpickler):
     return self._load_storage(key, _STORAGE_DTYPES[storage_type.name])
 
 
-def _member_data(zf: zipfile.ZipFile, mm: mmap.mmap, name: str) -> Any:
-  """An uncompressed member as a zero-copy slice of the mapped file (torch
+def _member_data(zf: zipfile.ZipFile, data: np.ndarray, name: str) -> Any:
+  """An uncompressed member as a zero-copy slice of the file's bytes (torch
   stores them so); a compressed one is read into memory."""
   info = zf.getinfo(name)
   if info.compress_type != zipfile.ZIP_STORED:
     return zf.read(name)
-  name_len, extra_len = struct.unpack('<HH', mm[info.header_offset + 26:info.header_offset + 30])
+  name_len, extra_len = struct.unpack(
+      '<HH', data[info.header_offset + 26:info.header_offset + 30].tobytes())
   start = info.header_offset + 30 + name_len + extra_len
-  if start + info.file_size > len(mm):
+  if start + info.file_size > len(data):
     raise ValueError(f'member {name} runs past the end of the file')
-  return memoryview(mm)[start:start + info.file_size]
+  return data[start:start + info.file_size]
 
 
-def _read_zip(path: str) -> Any:
-  with open(path, 'rb') as f, zipfile.ZipFile(f) as zf:
+def _read_zip(path: str, data: np.ndarray) -> Any:
+  with storage.resolve(path).open('rb') as f, zipfile.ZipFile(f) as zf:
     pkl = [n for n in zf.namelist() if n.endswith('data.pkl')]
     if not pkl:
       raise CheckpointError(f'{path}: a zip file but not a PyTorch checkpoint (no data.pkl)')
     prefix = pkl[0][:-len('data.pkl')]
-    mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
-    load = lambda key, dtype: _Storage(_member_data(zf, mm, f'{prefix}data/{key}'), dtype)  # noqa: E731
+    load = lambda key, dtype: _Storage(  # noqa: E731
+        _member_data(zf, data, f'{prefix}data/{key}'), dtype)
     return _SafeUnpickler(io.BytesIO(zf.read(pkl[0])), load).load()
 
 
@@ -140,7 +141,7 @@ def _read_legacy(path: str) -> Any:
   def load(key: str, dtype: Any) -> _Storage:
     return pending.setdefault(key, _Storage(b'', dtype))
 
-  with open(path, 'rb') as f:
+  with storage.resolve(path).open('rb') as f:
     if _SafeUnpickler(f, load).load() != _LEGACY_MAGIC:
       raise CheckpointError(f'{path}: not a PyTorch checkpoint (bad magic number)')
     _SafeUnpickler(f, load).load()  # protocol version
@@ -157,15 +158,16 @@ def _read_legacy(path: str) -> Any:
 def read_pth(path: str) -> dict[str, np.ndarray]:
   """A `.pth`/`.pt`/`.bin` state dict as name -> numpy array (no code run).
 
-  Arrays of the zip format are read-only views of a memory map of the file,
-  so a full-size checkpoint is converted without a second copy in memory.
+  Arrays of the zip format are read-only views of a memory map of a local
+  file, so a full-size checkpoint is converted without a second copy in memory.
   """
-  with open(path, 'rb') as f:
-    zipped = f.read(2) == b'PK'
-  if zipped and not zipfile.is_zipfile(path):
-    raise CheckpointError(f'{path}: truncated zip archive; download or copy the file again')
+  data = storage.file_bytes(path)
+  zipped = data[:2].tobytes() == b'PK'
+  with storage.resolve(path).open('rb') as f:
+    if zipped and not zipfile.is_zipfile(f):
+      raise CheckpointError(f'{path}: truncated zip archive; download or copy the file again')
   try:
-    obj = _read_zip(path) if zipped else _read_legacy(path)
+    obj = _read_zip(path, data) if zipped else _read_legacy(path)
     for wrapper in ('state_dict', 'model', 'model_ema', 'state_dict_ema'):
       if isinstance(obj, dict) and isinstance(obj.get(wrapper), dict):
         obj = obj[wrapper]
@@ -235,13 +237,15 @@ def _write_aligned(zf: zipfile.ZipFile, name: str, data: bytes, align: int = 64)
   zf.writestr(info, data)
 
 
-def write_pth(path: str, state_dict: dict[str, np.ndarray], archive: str = 'archive') -> None:
-  """Write a state dict in torch's zip format (float32 tensors, C order)."""
+def write_pth(file: Union[str, BinaryIO], state_dict: dict[str, np.ndarray],
+              archive: str = 'archive') -> None:
+  """Write a state dict in torch's zip format (float32 tensors, C order) to
+  a path or an open binary file."""
   arrays = [(k, np.ascontiguousarray(v)) for k, v in state_dict.items()]
   for k, a in arrays:
     if a.dtype not in _STORAGE_NAMES:
       raise CheckpointError(f'cannot write {k}: dtype {a.dtype} has no torch storage here')
-  with zipfile.ZipFile(path, 'w', zipfile.ZIP_STORED) as zf:
+  with zipfile.ZipFile(file, 'w', zipfile.ZIP_STORED) as zf:
     _write_aligned(zf, f'{archive}/data.pkl', _state_dict_pickle(arrays))
     _write_aligned(zf, f'{archive}/byteorder', b'little')
     for key, (_, a) in enumerate(arrays):

@@ -13,9 +13,7 @@ from __future__ import annotations
 import argparse
 import ast
 import os
-import shutil
 import sys
-import tempfile
 from typing import Any, Optional, Sequence
 
 EXAMPLES = """examples:
@@ -72,7 +70,7 @@ def _dst_format(dst: str, to: Optional[str]) -> str:
   named = detect_format(dst)
   if to is None or to == named:
     return named
-  if named not in DIRECTORY_FORMATS or dst.rstrip(os.sep).lower().endswith('.orbax'):
+  if named not in DIRECTORY_FORMATS or dst.rstrip('/').lower().endswith('.orbax'):
     raise ValueError(f'{dst}: its suffix names the {named} format, but --to {to} writes a '
                      'directory; pick another DST or drop --to')
   return to
@@ -84,31 +82,30 @@ def convert(src: str, dst: str, model: Optional[str], overrides: dict[str, Any],
   one-line summary."""
   import numpy as np
   import jax
+  from vit_jax import storage
   from vit_jax.checkpoints import load_params, save_params
   fmt = _dst_format(dst, to)
-  if os.path.lexists(dst) and not overwrite:
+  target = storage.resolve(dst)
+  if (target.exists() or os.path.islink(target)) and not overwrite:
     raise ValueError(f'{dst} exists; remove it or pass --overwrite')
   note = lambda msg: print(f'note: {msg}', file=sys.stderr)  # noqa: E731
   config, params = load_params(src, model, log=note, **overrides)
   if fmt not in DIRECTORY_FORMATS:
     save_params(dst, params, config)
   else:
-    parent = os.path.dirname(os.path.abspath(dst.rstrip(os.sep)))
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(dir=parent, prefix='.tmp-convert-')
-    try:
-      save_params(os.path.join(tmp, 'ckpt'), params, config, fmt)
-      if os.path.lexists(dst):
-        shutil.rmtree(dst) if os.path.isdir(dst) else os.remove(dst)
-      os.replace(os.path.join(tmp, 'ckpt'), dst.rstrip(os.sep))
-    finally:
-      shutil.rmtree(tmp, ignore_errors=True)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with storage.new_directory(dst) as out:
+      save_params(out, params, config, fmt)
   count = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(params))
   return f'wrote {dst} ({fmt}, model {config.name}, {count:,} parameters)'
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
   args = build_parser().parse_args(argv)
+  import jax
+  # on the CPU everywhere: no accelerator is needed, and a TPU that a training
+  # job holds stays its own
+  jax.config.update('jax_platforms', 'cpu')
   from vit_jax.models import registry
   if args.list_models:
     for name in registry.list_models():

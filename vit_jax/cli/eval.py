@@ -9,7 +9,6 @@ for a TPU slice on this machine, prints the plan and exits (0: it fits).
 from __future__ import annotations
 
 import json
-import os
 
 from absl import app, logging
 
@@ -43,7 +42,8 @@ def evaluate_checkpoint(config) -> dict:
   from vit_jax.checkpoints import load_params
   from vit_jax.eval.evaluate import evaluate
 
-  distributed.initialize(config.coordinator_address, config.num_processes, config.process_id)
+  distributed.initialize(config.coordinator_address, config.num_processes, config.process_id,
+                         config.heartbeat_timeout_s)
   if not config.checkpoint:
     raise ValueError('set --config.checkpoint to the weights to evaluate')
   if not config.workdir:
@@ -63,12 +63,13 @@ def evaluate_checkpoint(config) -> dict:
              'skipped': result['skipped'], 'model': model_cfg.name,
              'checkpoint': config.checkpoint, 'dataset': config.dataset}
   if jax.process_index() == 0:
-    os.makedirs(config.workdir, exist_ok=True)
-    with open(os.path.join(config.workdir, 'metrics.json'), 'w') as f:
-      json.dump(metrics, f, indent=1)
+    from vit_jax import storage
+    workdir = storage.resolve(config.workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / 'metrics.json').write_text(json.dumps(metrics, indent=1))
     if config.write_logits:
-      np.savez(os.path.join(config.workdir, 'logits.npz'), logits=result['logits'],
-               labels=result['labels'], ids=result['ids'])
+      storage.write_file(workdir / 'logits.npz', lambda f: np.savez(
+          f, logits=result['logits'], labels=result['labels'], ids=result['ids']))
     skipped = f'  skipped {metrics["num_skipped"]} unreadable' if metrics['num_skipped'] else ''
     print(f'{model_cfg.name} on {config.dataset}: top-1 {100 * metrics["top1"]:.2f}%  '
           f'top-5 {100 * metrics["top5"]:.2f}%  loss {metrics["loss"]:.4f}  '
@@ -86,7 +87,9 @@ def main(argv) -> None:
   try:
     if _COMPILE_FOR.value:
       finish_plan(plan(config), _PLAN_JSON.value)
-    evaluate_checkpoint(config)
+    from vit_jax import distributed
+    with distributed.exit_when_a_worker_is_lost('the evaluation starts over'):
+      evaluate_checkpoint(config)
   except (ValueError, OSError) as e:  # topology, dataset, checkpoint and config errors
     fail(str(e))
 

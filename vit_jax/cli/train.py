@@ -38,8 +38,10 @@ def main(argv) -> None:
   from vit_jax import distributed
   from vit_jax.train.trainer import NonFiniteError, train
   try:
-    distributed.initialize(config.coordinator_address, config.num_processes, config.process_id)
-    train(config, _WORKDIR.value)
+    distributed.initialize(config.coordinator_address, config.num_processes, config.process_id,
+                           config.heartbeat_timeout_s)
+    with distributed.exit_when_a_worker_is_lost('it resumes from the last complete checkpoint'):
+      train(config, _WORKDIR.value)
   except (ValueError, OSError, NonFiniteError) as e:  # config, data, checkpoint errors
     fail(str(e))
 

@@ -24,7 +24,12 @@ CROP_MODES = ('center', 'squash')
 def decode_rgb(data: Union[bytes, str]) -> Image.Image:
   """Encoded bytes (or a path) to an RGB image: grayscale, palette, CMYK and
   alpha images are converted as `Image.open(f).convert('RGB')` does."""
-  img = Image.open(io.BytesIO(data) if isinstance(data, (bytes, bytearray)) else data)
+  return loaded_rgb(Image.open(io.BytesIO(data) if isinstance(data, (bytes, bytearray))
+                               else data))
+
+
+def loaded_rgb(img: Image.Image) -> Image.Image:
+  """An opened image's pixels, as `decode_rgb` gives them."""
   img.load()
   return img if img.mode == 'RGB' else img.convert('RGB')  # RGB as decoded: no copy
 

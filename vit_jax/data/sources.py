@@ -34,6 +34,10 @@ class FolderSource:
   def num_classes(self) -> int:
     return len(self.class_names)
 
+  @property
+  def spec(self) -> str:
+    return f'folder:{self.root}'
+
   def __len__(self) -> int:
     return len(self.files)
 
@@ -88,8 +92,11 @@ class TfdsSource:
                                             decoders={'image': tfds.decode.SkipDecoding()})
     except NotImplementedError:  # prepared, but as TFRecord: no random access
       raise DatasetError(
-          f'TFDS dataset {name} under {builder.data_dir} is not in ArrayRecord format; '
-          f'rebuild it with `tfds build {name} --file_format=array_record`') from None
+          f'TFDS dataset {name} under {builder.data_dir} is prepared as TFRecord, which has no '
+          f'random access: convert its shards to ArrayRecord once with `tfds convert_format '
+          f'--dataset_version_dir={builder.data_dir} --out_file_format=array_record` (no new '
+          f'download; needs tensorflow), or rebuild it with `tfds build {name} '
+          '--file_format=array_record`') from None
     except ValueError as e:  # an unknown split, or a bad slice of one
       raise DatasetError(f'TFDS dataset {name}: {str(e).splitlines()[0]} '
                          f'(spec: tfds:{name}:SPLIT)') from None
@@ -105,6 +112,10 @@ class TfdsSource:
   @property
   def num_classes(self) -> int:
     return len(self.class_names)
+
+  @property
+  def spec(self) -> str:
+    return f'tfds:{self._name}:{self._split}'
 
   def __len__(self) -> int:
     return len(self._source)
@@ -131,13 +142,28 @@ def _not_prepared_message(name: str, data_dir: Any) -> str:
           f'--data_dir={data_dir} --file_format=array_record` where it can download')
 
 
+def _check_local(what: str, path: Optional[str]) -> None:
+  """Data is read record by record from a file system: ArrayRecord's reader
+  opens local files only, and a folder of images would cost a request per
+  image. A bucket is mounted instead."""
+  from vit_jax import storage  # here: input worker processes unpickling a source need none of it
+  if path and storage.is_remote(path):
+    raise DatasetError(f'{what} {path}: datasets are read from a file system, not from cloud '
+                       'storage; mount the bucket with gcsfuse (`gcsfuse --implicit-dirs BUCKET '
+                       '/mnt/BUCKET`) and give the path under /mnt/BUCKET')
+
+
 def open_source(spec: str, data_dir: Optional[str] = None,
                 class_names: Optional[Sequence[str]] = None):
   """A random-access source for `tfds:NAME[:SPLIT]` or `folder:PATH`."""
   kind, sep, rest = spec.partition(':')
   if not sep or not rest:
     raise DatasetError(f'dataset {spec!r}: use tfds:NAME[:SPLIT], folder:PATH or digits:SPLIT')
+  _check_local('data_dir', data_dir)
+  if data_dir:  # TFDS expands no `~`, and a shell leaves --config.data_dir=~/... as it is
+    data_dir = os.path.abspath(os.path.expanduser(data_dir))
   if kind == 'folder':
+    _check_local('dataset folder', rest)
     return open_folder(os.path.expanduser(rest), class_names)
   if kind == 'tfds':
     name, _, split = rest.partition(':')

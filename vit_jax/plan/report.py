@@ -10,6 +10,7 @@ from typing import Any, Optional
 import jax
 import numpy as np
 
+from vit_jax import storage
 from vit_jax.plan import hlo
 from vit_jax.plan.topology import Slice
 
@@ -124,5 +125,5 @@ def lines(report: dict) -> list[str]:
 
 
 def write_json(report: dict, path: str) -> None:
-  with open(path, 'w') as f:
-    json.dump(report, f, indent=1)
+  """A local file or a gs:// object."""
+  storage.resolve(path).write_text(json.dumps(report, indent=1))

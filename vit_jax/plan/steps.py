@@ -13,18 +13,7 @@ import ml_collections
 from vit_jax.models import registry
 from vit_jax.plan import report as plan_report
 from vit_jax.plan import topology
-
-
-def _forward_flops(model_config: ml_collections.ConfigDict) -> float:
-  """XLA's count of one image's forward pass, the model as written on one
-  device: what the output needs (the last block of a class-token model
-  computes the class token only), elementwise work included."""
-  model = registry.module_from_config(model_config)
-  x = jax.ShapeDtypeStruct((1, model_config.image_size, model_config.image_size, 3),
-                           jnp.float32)
-  params = jax.eval_shape(lambda x: model.init(jax.random.PRNGKey(0), x), x)
-  lowered = jax.jit(lambda p, x: model.apply(p, x)).lower(params, x)
-  return float(lowered.cost_analysis()['flops'])
+from vit_jax.utilization import forward_flops, train_flops
 
 
 def _settings(config: ml_collections.ConfigDict) -> dict:
@@ -40,7 +29,7 @@ def _train_report(config: ml_collections.ConfigDict, tpu: topology.Slice, device
   lowered = prog.step.lower(prog.abstract_state, *prog.abstract_batch())
   out = plan_report.compile_step(
       lowered, tpu, hbm, batch_size=config.batch_size,
-      model_flops=3 * config.batch_size * _forward_flops(mcfg),
+      model_flops=train_flops(mcfg, config.batch_size),
       arguments=(prog.abstract_state, prog.abstract_batch()), donated=prog.abstract_state,
       settings=_settings(config))
   out['step'] = 'training'
@@ -132,7 +121,7 @@ def plan_eval(config: ml_collections.ConfigDict, model_config: ml_collections.Co
   step = make_eval_step(model, model_config.mean, model_config.std, devices)
   lowered = step.lower(params, totals, *inputs)
   out = plan_report.compile_step(
-      lowered, tpu, hbm, batch_size=n, model_flops=n * _forward_flops(model_config),
+      lowered, tpu, hbm, batch_size=n, model_flops=n * forward_flops(model_config),
       arguments=(params, totals, inputs), donated={}, settings={'dtype': model_config.dtype})
   out['step'] = 'evaluation'
   return out

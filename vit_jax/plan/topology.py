@@ -35,6 +35,10 @@ class Generation:
   bf16_tflops_per_chip: float
   hbm_gbps_per_chip: float
 
+  @property
+  def bf16_tflops_per_device(self) -> float:
+    return self.bf16_tflops_per_chip / self.devices_per_chip
+
 
 GENERATIONS = (
     Generation('v2', (), 'v2', 2, 2, None, 2, 16, 46, 700),
@@ -61,7 +65,7 @@ class Slice:
 
   @property
   def peak_flops_per_device(self) -> float:
-    return self.generation.bf16_tflops_per_chip * 1e12 / self.generation.devices_per_chip
+    return self.generation.bf16_tflops_per_device * 1e12
 
   @property
   def hbm_bandwidth_per_device(self) -> float:

@@ -4,17 +4,18 @@ Each step holds the items `params` and `model` (so `load_params(workdir)`
 reads it like any orbax checkpoint), `train_state` (optimizer state, step,
 rng, first bad step) and `data` (the input position: the step, since the
 pipeline is a pure function of seed and step). Orbax writes each step to a
-temporary directory and renames it when complete, so a crash mid-save leaves
-the previous checkpoint as the latest.
+temporary directory and renames it when complete (on Cloud Storage, which
+renames no directories, it writes a commit file last), so a crash mid-save
+leaves the previous checkpoint as the latest.
 """
 from __future__ import annotations
 
-import os
 from typing import Any, Optional
 
 import ml_collections
 import orbax.checkpoint as ocp
 
+from vit_jax import storage
 from vit_jax.checkpoints.orbax_io import model_record
 
 _REST = ('opt_state', 'rng', 'step', 'bad_step')
@@ -24,7 +25,7 @@ class Checkpointer:
 
   def __init__(self, workdir: str, keep: int):
     self.manager = ocp.CheckpointManager(
-        os.path.abspath(os.path.join(workdir, 'checkpoints')),
+        storage.resolve(workdir) / 'checkpoints',
         options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
                                              enable_async_checkpointing=True))
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import signal
-import time
 
 import jax
 import ml_collections
@@ -18,15 +17,18 @@ from jax.experimental import multihost_utils
 
 from vit_jax import parallel, summary
 from vit_jax.data.sources import DatasetError, open_source
-from vit_jax.data.train_pipeline import train_batches
+from vit_jax.data.train_pipeline import default_workers, train_batches
 from vit_jax.progress import Progress
 from vit_jax.train.checkpointing import Checkpointer
 from vit_jax.train.metrics import MetricsWriter
 from vit_jax.train.program import build, model_config_of, model_overrides
+from vit_jax.train.step_timer import InputBoundWarning, for_program
 
 # Tests: 'step:N' SIGKILLs the process before step N (once earlier saves are
 # durable); 'save:N' right after the asynchronous save of step N has started.
 FAULT_ENV = 'VIT_JAX_FAULT'
+# what the progress lines show of a metrics row (the keys it has)
+SHOWN = ('loss', 'top1', 'input_wait', 'step_time_s', 'tflops_per_device', 'mfu')
 
 
 class NonFiniteError(RuntimeError):
@@ -103,24 +105,26 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
     from vit_jax.eval.evaluate import evaluate
     out = evaluate(model, state['params'], config.eval_dataset, model_config=mcfg,
                    batch_size=config.eval_batch_size, mesh=mesh, data_dir=config.data_dir,
-                   workers=config.workers, progress=False)
+                   workers=config.workers or default_workers(), progress=False)
     return {'top1': out['top1'], 'top5': out['top5']}
 
   # --- The loop ---
   preemption = _Preemption()
+  timer = for_program(program, start)
+  input_warning = InputBoundWarning(config.worker_processes)
   bar = Progress(config.total_steps, 'train', start_step=start)
   batches = parallel.prefetch_to_device(train_batches(
       source, seed=config.seed, start_step=start, total_steps=config.total_steps,
       batch_size=config.batch_size, image_size=config.image_size,
       process_index=jax.process_index(), process_count=jax.process_count(),
-      crop_scale=tuple(config.crop_scale), flip=config.flip, workers=config.workers), mesh)
+      crop_scale=tuple(config.crop_scale), flip=config.flip, workers=config.workers or None,
+      processes=config.worker_processes), mesh)
   last: dict = {}
   preempted = None
-  tick, tick_step = time.perf_counter(), start
   try:
     for step in range(start + 1, config.total_steps + 1):
       _fault('step', step, before=ckpt.wait)
-      batch = next(batches)
+      batch = timer.next_batch(batches)
       state, metrics = step_fn(state, batch['image'], batch['label'])
       bar.update(config.batch_size)
       logging_step = step % config.log_every == 0 or step == config.total_steps
@@ -131,14 +135,16 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
       if logging_step or evaluating or saving or stop:
         _check_finite(state)
       if logging_step or evaluating:
-        now = time.perf_counter()
         last = {k: float(v) for k, v in jax.device_get(metrics).items()}
-        last['img_per_sec'] = (step - tick_step) * config.batch_size / max(now - tick, 1e-9)
+        last.update(timer.fields(step))
         if evaluating:
           last.update(evaluate_now())
         writer.write(step, last)
-        bar.log(step, **{k: last[k] for k in ('loss', 'top1') if k in last})
-        tick, tick_step = time.perf_counter(), step
+        bar.log(step, **{k: last[k] for k in SHOWN if k in last})
+        warning = input_warning.check(step, last['input_wait'])
+        if warning:
+          bar.note(warning)
+        timer.restart(step)
       if saving or stop:
         ckpt.save(step, state, mcfg)
         _fault('save', step)

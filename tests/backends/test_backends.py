@@ -72,8 +72,9 @@ def test_a_shape_cudnn_refuses_keeps_the_models_attention(monkeypatch):
 
 
 def test_a_cpu_only_machine_does_not_start_libtpu():
-  """configure_process tells JAX to use the CPU where there is neither TPU
-  nor GPU, so an installed libtpu is not started and prints nothing."""
+  """Where there is neither TPU nor GPU, JAX uses the CPU (told so by
+  `import vit_jax`) after configure_process too, so an installed libtpu is
+  not started and prints nothing."""
   code = ('import jax\nfrom vit_jax import backends\nbackends.configure_process()\n'
           'print(jax.config.jax_platforms, jax.default_backend())\n')
   env = {k: v for k, v in os.environ.items() if k != 'JAX_PLATFORMS'}

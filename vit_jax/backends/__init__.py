@@ -22,7 +22,6 @@ backends (`train.py`, `eval.py` and the benchmark call it first).
 from __future__ import annotations
 
 import contextlib
-import os
 from typing import Iterable, Iterator
 
 import flax.linen as nn
@@ -74,15 +73,11 @@ def cpu_only_host() -> bool:
 
 
 def configure_process(training: bool = False) -> None:
-  """Process settings, before JAX's backends start:
-  - on a machine with neither TPU nor GPU, JAX is told to use the CPU, so
-    an installed libtpu (needed to compile for TPUs) is not started, and does
-    not print its failure to find a chip, on every run;
-  - where JAX computes on the CPU, the memory glibc frees is kept for reuse,
-    and for training XLA:CPU's concurrency-optimised scheduler is off
-    (`vit_jax.backends.cpu.host_memory`, `.xla_flags`)."""
-  if not os.environ.get('JAX_PLATFORMS') and cpu_only_host():
-    jax.config.update('jax_platforms', 'cpu')
+  """Process settings, before JAX's backends start: where JAX computes on the
+  CPU, the memory glibc frees is kept for reuse, and for training XLA:CPU's
+  concurrency-optimised scheduler is off (`vit_jax.backends.cpu.host_memory`,
+  `.xla_flags`). That a machine without TPU or GPU uses the CPU, `import
+  vit_jax` has told JAX already (`vit_jax.accelerators`)."""
   from vit_jax.backends.cpu import host_memory, xla_flags
   if training:
     xla_flags.set_training_flags()

@@ -18,12 +18,14 @@ _IDLE = 2
 
 
 class BatchBuffers:
-  """`take()` an (images, labels) pair, reused where idle, else new; at most
-  `keep` pairs are tracked (more are left to the garbage collector)."""
+  """`take()` an (images, labels) pair, reused where idle, else new. Enough
+  pairs are tracked for `depth` steps in flight plus as many that the
+  consumer holds (its prefetch, the running step); more are left to the
+  garbage collector."""
 
-  def __init__(self, rows: int, size: int, keep: int):
+  def __init__(self, rows: int, size: int, depth: int):
     self.shapes = ((rows, size, size, 3), (rows,))
-    self.keep = keep
+    self.keep = 2 * depth + 2
     self._pairs: list[tuple[np.ndarray, np.ndarray]] = []
 
   def take(self) -> tuple[np.ndarray, np.ndarray]:

@@ -14,34 +14,19 @@ falls back to another decoder).
 """
 from __future__ import annotations
 
-import contextlib
 import os
 import threading
-from typing import Iterator, Optional
+from typing import Optional
 
 import numpy as np
 
-
-@contextlib.contextmanager
-def _silenced_fds() -> Iterator[None]:
-  """The C-level stdout and stderr go to /dev/null meanwhile."""
-  saved = [os.dup(1), os.dup(2)]
-  null = os.open(os.devnull, os.O_WRONLY)
-  try:
-    os.dup2(null, 1)
-    os.dup2(null, 2)
-    yield
-  finally:
-    for fd, old in zip((1, 2), saved):
-      os.dup2(old, fd)
-      os.close(old)
-    os.close(null)
+from vit_jax import quiet
 
 
 def _import():
   os.environ.setdefault('PYNVIMGCODEC_VERBOSITY', '0')
   try:
-    with _silenced_fds():
+    with quiet.silenced(1, 2):
       from nvidia import nvimgcodec
   except ImportError:  # not installed (no wheel for this platform)
     return None

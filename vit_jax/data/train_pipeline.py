@@ -118,8 +118,7 @@ class _Threads:
   def __init__(self, augmentation: Augmentation, workers: int, depth: int):
     self.aug = augmentation
     self.pool = concurrent.futures.ThreadPoolExecutor(workers, 'vit_jax_input')
-    self.buffers = BatchBuffers(augmentation.local_batch, augmentation.image_size,
-                                keep=2 * depth + 2)
+    self.buffers = BatchBuffers(augmentation.local_batch, augmentation.image_size, depth)
 
   def start(self, step: int, row_chunks: list[tuple[int, int]]) -> Any:
     images, labels = self.buffers.take()

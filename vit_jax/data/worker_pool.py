@@ -165,7 +165,7 @@ class Processes:
       os.close(done_w)
     self.remaining = [0] * depth
     self.next_slot = 0
-    self.buffers = BatchBuffers(aug.local_batch, aug.image_size, keep=2 * depth + 2)
+    self.buffers = BatchBuffers(aug.local_batch, aug.image_size, depth)
 
   def _get(self) -> tuple[int, int, str]:
     """The next report: (slot, rows, error text)."""

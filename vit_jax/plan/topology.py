@@ -9,15 +9,16 @@ package (`pip install "jax[tpu]"`, which picks the release matching jax).
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import os
 import re
-from typing import Iterator, Optional
+from typing import Optional
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from vit_jax import quiet
 
 
 @dataclasses.dataclass(frozen=True)
@@ -103,20 +104,6 @@ def parse(name: str) -> Slice:
   return Slice(name, gen, chips, _torus(chips, gen.dims))
 
 
-@contextlib.contextmanager
-def _quiet_stderr() -> Iterator[None]:
-  """libtpu prints its search for a TPU's metadata on the C stderr when it
-  starts; none of it concerns a compile-only client."""
-  saved, null = os.dup(2), os.open(os.devnull, os.O_WRONLY)
-  os.dup2(null, 2)
-  try:
-    yield
-  finally:
-    os.dup2(saved, 2)
-    os.close(saved)
-    os.close(null)
-
-
 def devices(tpu: Slice) -> list:
   """The slice's JAX devices (not addressable: for compiling only)."""
   try:
@@ -129,7 +116,7 @@ def devices(tpu: Slice) -> list:
   os.environ.setdefault('ALLOW_MULTIPLE_LIBTPU_LOAD', '1')
   kwargs = {'chip_config_name': tpu.generation.chip_config} if tpu.generation.chip_config else {}
   try:
-    with _quiet_stderr():
+    with quiet.silenced(2):  # libtpu prints its search for a TPU's metadata as it starts
       desc = topologies.get_topology_desc(
           topology_name=f'{tpu.generation.topology}:{tpu.shape}', platform='tpu', **kwargs)
   except Exception as e:  # noqa: BLE001 -- libtpu's refusal, as one line

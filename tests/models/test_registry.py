@@ -45,7 +45,9 @@ def _analytic_count(cfg) -> int:
     stride *= 4 * 2 ** (len(cfg.resnet) - 1)
   else:
     stem, cin = 0, 3
-  tokens = (cfg.image_size // stride) ** 2 + (cfg.classifier == 'token')
+  class_slot = cfg.classifier == 'token' and cfg.posemb_class_token
+  tokens = (cfg.image_size // stride) ** 2 + class_slot
+  tokens *= cfg.posemb == 'learn'  # sin-cos position embeddings are no parameters
   embed = cfg.patch_size ** 2 * cin * d + d
   qkv_bias = 3 * d if cfg.qkv_bias else 0
   block = 4 * d * d + qkv_bias + d + 2 * d * m + m + d + 4 * d

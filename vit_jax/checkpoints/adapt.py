@@ -15,6 +15,11 @@ def total_stride(cfg: ml_collections.ConfigDict) -> int:
   return cfg.patch_size * stem
 
 
+def num_prefix(cfg: ml_collections.ConfigDict) -> int:
+  """Position embeddings before the patches': the class token's slot, if any."""
+  return int(cfg.classifier == 'token' and cfg.posemb_class_token)
+
+
 def grid_size(cfg: ml_collections.ConfigDict) -> int:
   return cfg.image_size // total_stride(cfg)
 
@@ -58,8 +63,7 @@ def adapt(flat: dict[str, np.ndarray], src: ml_collections.ConfigDict,
     else:
       log(f'head: dropped ({src.num_classes} classes in the checkpoint; num_classes=0)')
   if grid_size(src) != grid_size(dst):
-    num_prefix = 1 if dst.classifier == 'token' else 0
-    flat[POSEMB] = resample_posemb(flat[POSEMB], grid_size(dst), num_prefix)
+    flat[POSEMB] = resample_posemb(flat[POSEMB], grid_size(dst), num_prefix(dst))
     log(f'position embeddings: resampled (bilinear) from a {grid_size(src)}x{grid_size(src)} '
         f'to a {grid_size(dst)}x{grid_size(dst)} patch grid for image_size {dst.image_size}')
   return flat

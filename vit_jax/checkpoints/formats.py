@@ -1,6 +1,7 @@
 """One loader and one writer for every checkpoint format.
 
-Formats: timm `.pth`/`.pt`/`.bin` and `.safetensors`, Google `.npz`, a
+Formats: timm `.pth`/`.pt`/`.bin` and `.safetensors`, Google `.npz` (the
+official releases' layout, and big_vision's, whose arrays say the model), a
 Hugging Face transformers ViT directory, our orbax directory, and a training
 workdir (its latest complete checkpoint).
 Loading checks the file against the model key by key and shape by shape, then
@@ -24,8 +25,8 @@ from flax import traverse_util
 
 from vit_jax import storage
 from vit_jax.models import registry
-from vit_jax.checkpoints import (adapt, google_layout, hf_format, hf_layout, orbax_io,
-                                 safetensors_io, scan_layout, timm_layout)
+from vit_jax.checkpoints import (adapt, big_vision_layout, google_layout, hf_format, hf_layout,
+                                 orbax_io, safetensors_io, scan_layout, timm_layout)
 from vit_jax.checkpoints.errors import CheckpointError
 from vit_jax.checkpoints.torch_format import read_pth, write_pth
 
@@ -138,7 +139,7 @@ def _file_config(raw_flat: dict[str, np.ndarray], target: ml_collections.ConfigD
   src.num_classes = int(raw_flat['head/bias'].shape[0]) if 'head/bias' in raw_flat else 0
   pos = raw_flat.get(adapt.POSEMB)
   if pos is not None and pos.ndim == 3:
-    tokens = pos.shape[1] - (1 if target.classifier == 'token' else 0)
+    tokens = pos.shape[1] - adapt.num_prefix(target)
     grid = int(round(np.sqrt(tokens)))
     if grid != adapt.grid_size(target):
       src.image_size = grid * adapt.total_stride(target)
@@ -180,8 +181,13 @@ def load_params(path: str, model_name: Optional[str] = None, *, log=logging.warn
   """
   fmt = detect_format(path)
   raw, record = _read_file(path, fmt)
+  if fmt == 'npz' and big_vision_layout.is_big_vision(raw):
+    fmt, raw = 'big_vision', big_vision_layout.to_ours(raw)  # now in our names
   if fmt == 'hf':
     target = hf_format.target_config(path, raw, model_name, overrides, log)
+  elif fmt == 'big_vision':
+    target = big_vision_layout.target_config(path, raw, model_name or _model_from_filename(path),
+                                             overrides)
   elif record is not None and model_name is None:
     stored = orbax_io.config_from_record(record, path)
     fields = {k: v for k, v in stored.to_dict().items() if k != 'name'}
@@ -204,9 +210,10 @@ def load_params(path: str, model_name: Optional[str] = None, *, log=logging.warn
 
 def save_params(path: str, params: Any, config: ml_collections.ConfigDict,
                 fmt: Optional[str] = None) -> None:
-  """Write params in `fmt` (by default the format the path names; 'hf' must
-  be asked for), always in the release layout (stacked `scan_layers` blocks
-  are split); nothing is left on failure."""
+  """Write params in `fmt` (by default the format the path names; 'hf' and
+  'big_vision', an `.npz` in big_vision's layout, must be asked for), always
+  with the blocks unstacked (`scan_layers` ones are split); nothing is left
+  on failure."""
   fmt = fmt or detect_format(path)
   params = scan_layout.unstack_blocks(jax.device_get(params))
   flat = {k: np.asarray(v, np.float32) for k, v in
@@ -219,6 +226,8 @@ def save_params(path: str, params: Any, config: ml_collections.ConfigDict,
     return
   if fmt in ('torch', 'safetensors'):
     arrays = timm_layout.to_timm(flat, timm_layout.rules(config))
+  elif fmt == 'big_vision':
+    arrays = big_vision_layout.to_big_vision(flat, config)
   else:
     arrays = google_layout.to_npz(flat)
 

@@ -157,7 +157,7 @@ def model_fields(hf: dict, raw: dict[str, np.ndarray], source: str) -> dict:
       attention_dropout_rate=float(hf.get('attention_probs_dropout_prob', 0.0)),
       num_classes=int(head.shape[0]) if head is not None else 0,
       representation_size=int(pooler.shape[0]) if pooler is not None else None,
-      attn_scale=None, classifier='token', resnet=None,
+      attn_scale=None, classifier='token', posemb='learn', posemb_class_token=True, resnet=None,
       weights_file=None, weights_url=None, source='huggingface')
 
 
@@ -216,14 +216,8 @@ def preprocessing_fields(path: str, image_size: int, log: Log) -> dict:
 def base_model(fields: dict) -> str:
   """The registered plain ViT with the file's shape, the same image size and
   pre-logits preferred; FALLBACK_BASE if none has it."""
-  shape = ('patch_size', 'hidden_size', 'num_layers', 'num_heads', 'mlp_dim')
-  hits = []
-  for name in registry.list_models():
-    c = registry.get_model_config(name)
-    if c.resnet is None and c.attn_scale is None and all(c[k] == fields[k] for k in shape):
-      hits.append((c.image_size != fields['image_size'],
-                   c.representation_size != fields['representation_size'], name))
-  return min(hits)[2] if hits else FALLBACK_BASE
+  return registry.model_of_shape(fields, ('posemb', 'image_size', 'representation_size'),
+                                 FALLBACK_BASE)
 
 
 def _conflict(source: str, key: str, want: Any, who: str, got: Any) -> CheckpointError:
@@ -270,6 +264,10 @@ def check_writable(cfg: ml_collections.ConfigDict) -> None:
   if cfg.classifier != 'token':
     raise CheckpointError(f"{what} classifier {cfg.classifier!r}: transformers' ViT classifies "
                           'the class token')
+  if cfg.posemb != 'learn' or not cfg.posemb_class_token:
+    raise CheckpointError(f"{what} posemb {cfg.posemb!r}, posemb_class_token="
+                          f"{cfg.posemb_class_token}: transformers' ViT learns position "
+                          'embeddings with a slot for the class token')
   if cfg.representation_size is not None and cfg.num_classes:
     raise CheckpointError(f'{what} ViTForImageClassification has no pre-logits layer before its '
                           'head; --num-classes 0 writes a ViTModel whose pooler is that layer')

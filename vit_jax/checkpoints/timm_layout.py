@@ -15,6 +15,8 @@ from typing import Callable, Iterator
 import ml_collections
 import numpy as np
 
+from vit_jax.checkpoints.errors import CheckpointError
+
 Arrays = list[np.ndarray]
 
 
@@ -113,7 +115,13 @@ def _resnet(stages: tuple[int, ...]) -> Iterator[Rule]:
 
 
 def rules(cfg: ml_collections.ConfigDict) -> list[Rule]:
-  """The full rule table for a model config."""
+  """The full rule table for a model config (timm's `no_embed_class` layout
+  where the position embeddings have no class slot; `global_pool='token'`
+  without a class token for classifier '0')."""
+  if cfg.posemb != 'learn' or cfg.classifier == 'map':
+    what = (f'posemb {cfg.posemb!r}' if cfg.posemb != 'learn' else "classifier 'map'")
+    raise CheckpointError(f"model {cfg.name}: {what} has no place in timm's ViT state-dict "
+                          'layout; write .npz (--to big_vision) or orbax')
   out: list[Rule] = []  # in timm's state-dict order
   if cfg.classifier == 'token':
     out.append(rule('cls_token', 'cls'))
@@ -134,7 +142,7 @@ def rules(cfg: ml_collections.ConfigDict) -> list[Rule]:
     out += norm(f'{t}.norm2', f'{o}/LayerNorm_1')
     out += linear(f'{t}.mlp.fc1', f'{o}/MlpBlock_0/Dense_0')
     out += linear(f'{t}.mlp.fc2', f'{o}/MlpBlock_0/Dense_1')
-  out += norm('norm' if cfg.classifier == 'token' else 'fc_norm', 'Transformer/encoder_norm')
+  out += norm('fc_norm' if cfg.classifier == 'gap' else 'norm', 'Transformer/encoder_norm')
   if cfg.representation_size is not None:
     out += linear('pre_logits.fc', 'pre_logits')
   if cfg.num_classes:

@@ -3,10 +3,11 @@
     python -m convert SRC DST [--to hf] [--model NAME] [--num-classes N] [--set KEY=VALUE ...]
 
 The format of each side comes from its suffix: .pth/.pt/.bin (timm state
-dict), .safetensors (timm names), .npz (Google's release layout), or a
-directory (vit_jax orbax checkpoint; also a path ending in .orbax). A
-Hugging Face transformers ViT directory (config.json) reads as SRC, and
-`--to hf` writes one. SRC may also be a training workdir.
+dict), .safetensors (timm names), .npz (Google's release layout; big_vision's
+reads too), or a directory (vit_jax orbax checkpoint; also a path ending in
+.orbax). A Hugging Face transformers ViT directory (config.json) reads as
+SRC, and `--to hf` writes one; `--to big_vision` writes an .npz in
+big_vision's layout. SRC may also be a training workdir.
 """
 from __future__ import annotations
 
@@ -23,8 +24,11 @@ EXAMPLES = """examples:
   python -m convert vit_b16_224/ b16_cifar10_384/ --num-classes 10 --set image_size=384
   python -m convert vit-base-patch16-224/ vit_b16_hf.orbax
   python -m convert vit_b16_224/ vit-b16-for-transformers/ --to hf
+  python -m convert vit_s16_i1k_90ep.npz vit_s16_i1k_90ep.orbax
+  python -m convert vit_s16_i1k_90ep.orbax s16_for_big_vision.npz --to big_vision
 """
 DIRECTORY_FORMATS = ('hf', 'orbax')
+FILE_LAYOUTS = {'big_vision': 'npz'}  # --to a layout of a file format: the format DST names
 
 
 def _parse_set(items: Sequence[str]) -> dict[str, Any]:
@@ -49,9 +53,10 @@ def build_parser() -> argparse.ArgumentParser:
                  '.npz, a Hugging Face directory, an orbax directory or a training workdir')
   p.add_argument('dst', nargs='?', help='file or directory to write; its suffix picks the '
                  'format (a path ending in .orbax or without a suffix is an orbax directory)')
-  p.add_argument('--to', choices=DIRECTORY_FORMATS, help='the directory format to write: '
+  p.add_argument('--to', choices=DIRECTORY_FORMATS + tuple(FILE_LAYOUTS),
+                 help='the directory format to write: '
                  'hf (transformers ViTForImageClassification, or ViTModel without a head) or '
-                 'orbax (the default)')
+                 "orbax (the default); big_vision: an .npz in big_vision's layout")
   p.add_argument('--model', help='registered model name; needed when SRC does not say its '
                  'architecture (timm and Google files other than the registered weights files)')
   p.add_argument('--num-classes', type=int, help='new head size: a different value '
@@ -68,6 +73,10 @@ def build_parser() -> argparse.ArgumentParser:
 def _dst_format(dst: str, to: Optional[str]) -> str:
   from vit_jax.checkpoints import detect_format
   named = detect_format(dst)
+  if to in FILE_LAYOUTS:
+    if named != FILE_LAYOUTS[to]:
+      raise ValueError(f'{dst}: --to {to} writes a .{FILE_LAYOUTS[to]} file; name DST so')
+    return to
   if to is None or to == named:
     return named
   if named not in DIRECTORY_FORMATS or dst.rstrip('/').lower().endswith('.orbax'):
@@ -91,13 +100,17 @@ def convert(src: str, dst: str, model: Optional[str], overrides: dict[str, Any],
   note = lambda msg: print(f'note: {msg}', file=sys.stderr)  # noqa: E731
   config, params = load_params(src, model, log=note, **overrides)
   if fmt not in DIRECTORY_FORMATS:
-    save_params(dst, params, config)
+    save_params(dst, params, config, fmt)
   else:
     target.parent.mkdir(parents=True, exist_ok=True)
     with storage.new_directory(dst) as out:
       save_params(out, params, config, fmt)
   count = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(params))
-  return f'wrote {dst} ({fmt}, model {config.name}, {count:,} parameters)'
+  summary = f'wrote {dst} ({fmt}, model {config.name}, {count:,} parameters)'
+  if fmt == 'big_vision':
+    from vit_jax.checkpoints import big_vision_layout
+    summary += f'; big_vision model: {big_vision_layout.model_kwargs(config)}'
+  return summary
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

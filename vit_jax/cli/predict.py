@@ -27,7 +27,9 @@ def imagenet_class_names() -> list[str]:
 
 
 def attention_rollout(model, params, x, cfg) -> np.ndarray:
-  """(batch, grid, grid) rollout maps from the per-layer query/key outputs."""
+  """(batch, grid, grid) rollout maps from the per-layer query/key outputs,
+  read where the classifier reads: the class token's row, the first patch's
+  ('0'), the pooling probe's attention ('map') or the mean row ('gap')."""
   import jax
   import jax.numpy as jnp
   from vit_jax.models.attention import attention_weights
@@ -47,7 +49,13 @@ def attention_rollout(model, params, x, cfg) -> np.ndarray:
       w = w + jnp.eye(w.shape[-1])[:w.shape[-2]]
       w = w / w.sum(axis=-1, keepdims=True)
       rollout = w if rollout is None else w @ rollout
-    return rollout[:, 0, 1:] if cfg.classifier == 'token' else rollout.mean(axis=1)
+    if cfg.classifier == 'map':
+      probe = state['intermediates']['MAPHead_0']['MultiHeadDotProductAttention_0']
+      w = attention_weights(probe['queries'][0], probe['keys'][0], head_dim ** -0.5)
+      return (w.mean(axis=1) @ rollout)[:, 0]
+    if cfg.classifier == 'gap':
+      return rollout.mean(axis=1)
+    return rollout[:, 0, 1:] if cfg.classifier == 'token' else rollout[:, 0]
 
   g = grid_size(cfg)
   return np.asarray(rollout_of(params, x)).reshape(-1, g, g)

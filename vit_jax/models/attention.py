@@ -7,7 +7,8 @@ map by name. The softmax is normalised after the value product (a
 (batch, heads, tokens, head_dim) operands, and its scores and statistics
 are float32 in any compute dtype. `query_tokens` restricts the queries to
 the first tokens: the last block of a class-token model needs only the class
-token's output.
+token's output. `queries` takes them from other inputs (attention pooling's
+probe).
 """
 from __future__ import annotations
 
@@ -59,7 +60,8 @@ class DotProductAttention(nn.Module):
 
 class MultiHeadDotProductAttention(nn.Module):
   """Self-attention over (batch, tokens, width); queries from the first
-  `query_tokens` tokens when given; `scale` None means head_dim ** -0.5."""
+  `query_tokens` tokens or from `queries` when given; `scale` None means
+  head_dim ** -0.5."""
   num_heads: int
   qkv_bias: bool = True
   scale: Optional[float] = None
@@ -68,7 +70,8 @@ class MultiHeadDotProductAttention(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array, deterministic: bool = True,
-               query_tokens: Optional[int] = None) -> jax.Array:
+               query_tokens: Optional[int] = None,
+               queries: Optional[jax.Array] = None) -> jax.Array:
     width = x.shape[-1]
     if width % self.num_heads:
       raise ValueError(f'hidden_size {width} is not divisible by num_heads {self.num_heads}')
@@ -77,7 +80,8 @@ class MultiHeadDotProductAttention(nn.Module):
                               dtype=self.dtype)
     # three projections, not one over concatenated kernels: the concatenation
     # and its split in the backward pass cost more than the larger matmul saves
-    queries = x if query_tokens is None else x[:, :query_tokens]
+    if queries is None:
+      queries = x if query_tokens is None else x[:, :query_tokens]
     q, k, v = (dense((self.num_heads, head_dim), use_bias=self.qkv_bias, name=name)(inputs)
                for name, inputs in (('query', queries), ('key', x), ('value', x)))
     self.sow('intermediates', 'queries', q)  # for attention maps (predict.py); free otherwise

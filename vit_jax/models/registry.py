@@ -6,7 +6,7 @@ from (file name and URL, for the user to download; nothing is fetched here).
 """
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -19,25 +19,31 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 HALF = (0.5, 0.5, 0.5)
 TIMM_RELEASE = 'https://github.com/rwightman/pytorch-image-models/releases/download/'
 GOOGLE_BUCKET = 'https://storage.googleapis.com/vit_models/'
+BIG_VISION_BUCKET = 'https://storage.googleapis.com/big_vision/'
 
 # Architecture fields that `create_model` passes on to the Flax module.
 MODULE_FIELDS = ('num_classes', 'patch_size', 'hidden_size', 'num_layers', 'num_heads',
                  'mlp_dim', 'qkv_bias', 'attn_scale', 'gelu_approximate', 'layer_norm_eps',
-                 'representation_size', 'classifier', 'resnet', 'group_norm_eps',
-                 'dropout_rate', 'attention_dropout_rate', 'head_bias_init', 'remat',
+                 'representation_size', 'classifier', 'posemb', 'posemb_class_token',
+                 'head_zeroinit', 'resnet', 'group_norm_eps', 'dropout_rate',
+                 'attention_dropout_rate', 'drop_path_rate', 'head_bias_init', 'remat',
                  'remat_policy', 'scan_layers')
 
 
 def _base(**kw: Any) -> dict:
   # crop_mode 'center': the shorter side to image_size / crop_pct, then a centre
   # crop (timm's default); 'squash': both sides to it, the aspect ratio ignored
-  # (timm's 'squash'; Hugging Face's ViT checkpoints use it with crop_pct 1)
+  # (timm's 'squash'; Hugging Face's ViT checkpoints use it with crop_pct 1);
+  # 'big_vision': resize_small then central_crop (the long side rounded, the
+  # crop offsets floored). interpolation 'area' is TensorFlow's area resize.
+  # representation_size True: a pre-logits layer of the model's width
   cfg = dict(
       image_size=224, patch_size=16, hidden_size=768, num_layers=12, num_heads=12,
       mlp_dim=3072, num_classes=1000, qkv_bias=True, attn_scale=None,
       gelu_approximate=False, layer_norm_eps=1e-6, representation_size=None,
-      classifier='token', resnet=None, group_norm_eps=1e-5, dropout_rate=0.0,
-      attention_dropout_rate=0.0, head_bias_init=0.0, remat=False, remat_policy=None,
+      classifier='token', posemb='learn', posemb_class_token=True, head_zeroinit=True,
+      resnet=None, group_norm_eps=1e-5, dropout_rate=0.0, attention_dropout_rate=0.0,
+      drop_path_rate=0.0, head_bias_init=0.0, remat=False, remat_policy=None,
       scan_layers=False, dtype='float32',
       crop_pct=0.9, crop_mode='center', interpolation='bicubic', mean=HALF, std=HALF,
       weights_file=None, weights_url=None, source='timm')
@@ -56,6 +62,20 @@ def _google(file: str, folder: str = 'imagenet21k+imagenet2012', **kw: Any) -> d
                gelu_approximate=True, source='google', group_norm_eps=1e-6, **kw)
 
 
+def big_vision_eval() -> dict:
+  """big_vision's ImageNet eval preprocessing: `resize_small(256)` (TensorFlow's
+  area resize), `central_crop(224)`, `value_range(-1, 1)`."""
+  return dict(crop_pct=224 / 256, crop_mode='big_vision', interpolation='area', mean=HALF,
+              std=HALF)
+
+
+def _big_vision(file: str, **kw: Any) -> dict:
+  """A big_vision `.npz` release: its plain ViT (tanh GELU, position embeddings
+  before the class token), evaluated with big_vision's preprocessing."""
+  return _base(weights_file=file, weights_url=BIG_VISION_BUCKET + file, gelu_approximate=True,
+               posemb_class_token=False, source='big_vision', **big_vision_eval(), **kw)
+
+
 def _in21k(file: str, **kw: Any) -> dict:
   """ImageNet-21k pre-trained release: pre-logits layer and 21843 classes."""
   return _google(file, folder='imagenet21k', num_classes=21843, **kw)
@@ -67,6 +87,8 @@ H = dict(hidden_size=1280, num_layers=32, num_heads=16, mlp_dim=5120, patch_size
 TI = dict(hidden_size=192, num_layers=12, num_heads=3, mlp_dim=768)
 S = dict(hidden_size=384, num_layers=12, num_heads=6, mlp_dim=1536)
 AT_384 = dict(image_size=384, crop_pct=1.0)
+# big_vision's plain ViT-S/16 on ImageNet-1k (Beyer, Zhai, Kolesnikov 2022)
+S16_I1K = dict(**S, classifier='gap', posemb='sincos2d', representation_size=True)
 
 _REGISTRY: dict[str, dict] = {
     # --- the seven models of the timm card ---
@@ -105,6 +127,10 @@ _REGISTRY: dict[str, dict] = {
                                      resnet=(3, 4, 6, 3)),
     'vit_large_r50_s32_384': _google('R50+ViT-L_32.npz', **L, **AT_384, patch_size=1,
                                      resnet=(3, 4, 6, 3)),
+    # --- big_vision's plain ViT-S/16 baselines: 90, 150 and 300 epochs ---
+    'vit_s16_i1k_90ep': _big_vision('vit_s16_i1k_90ep.npz', **S16_I1K),
+    'vit_s16_i1k_150ep': _big_vision('vit_s16_i1k_150ep.npz', **S16_I1K),
+    'vit_s16_i1k_300ep': _big_vision('vit_s16_i1k_300ep.npz', **S16_I1K),
     # --- ImageNet-21k pre-trained releases (pre-logits Dense + tanh) ---
     'vit_base_patch16_224_in21k': _in21k('ViT-B_16.npz', **B, representation_size=768),
     'vit_base_patch32_224_in21k': _in21k('ViT-B_32.npz', **B, patch_size=32,
@@ -150,7 +176,23 @@ def get_model_config(name: str, **overrides: Any) -> ml_collections.ConfigDict:
   for key in ('resnet', 'mean', 'std'):  # JSON and flags give lists
     if cfg[key] is not None:
       cfg[key] = tuple(cfg[key])
+  rep = cfg['representation_size']  # big_vision's rep_size: True is the width, False none
+  if isinstance(rep, bool):
+    cfg['representation_size'] = cfg['hidden_size'] if rep else None
   return ml_collections.ConfigDict(cfg, type_safe=False)
+
+
+def model_of_shape(fields: dict, prefer: Sequence[str], fallback: str) -> str:
+  """The registered plain ViT with the shape `fields` give (patch size, width,
+  depth, heads, MLP), those that agree with `fields` on `prefer` first (in
+  that order), then by name; `fallback` if none has that shape."""
+  shape = ('patch_size', 'hidden_size', 'num_layers', 'num_heads', 'mlp_dim')
+  hits = []
+  for name in list_models():
+    c = get_model_config(name)
+    if c.resnet is None and c.attn_scale is None and all(c[k] == fields[k] for k in shape):
+      hits.append(tuple(c[k] != fields[k] for k in prefer) + (name,))
+  return min(hits)[-1] if hits else fallback
 
 
 def module_from_config(cfg: ml_collections.ConfigDict) -> nn.Module:

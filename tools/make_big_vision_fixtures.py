@@ -18,6 +18,8 @@ ViT (`big_vision.models.vit`), one per option the loader must read:
 - `NAME.io.npz`: `input` (2, S, S, 3) in [-1, 1], and the model's `logits`
   and `pre_logits` for it (train=False).
 Each file is checked to load back with `vit.load` before it is written.
+`vit_s16_i1k.json`: the model of configs/vit_s16_i1k.py (the released
+vit_s16_i1k_*ep.npz files) at 224, its arguments and its init `tree`.
 
 `area_resize.npz`: big_vision's eval preprocessing `resize_small(256) |
 central_crop(224)` (TensorFlow's area resize, then the uint8 cast) on the 28
@@ -96,6 +98,21 @@ def make_twin(name, spec, out_dir, vit, utils):
   print(f'{name:20s} {os.path.getsize(path):7,d} bytes, {len(arrays)} arrays')
 
 
+def make_s16_tree(out_dir, vit, utils):
+  """The released S/16's tree, from shapes alone (nothing allocated)."""
+  import jax
+  import jax.numpy as jnp
+  from big_vision.configs import vit_s16_i1k
+  kwargs = dict(vit_s16_i1k.get_config().model.to_dict(), num_classes=1000)
+  model = vit.Model(**kwargs)
+  x = jax.ShapeDtypeStruct((1, 224, 224, 3), jnp.float32)
+  shapes = jax.eval_shape(lambda x: model.init(jax.random.PRNGKey(0), x), x)['params']
+  tree = {k: list(v.shape) for k, v in utils.tree_flatten_with_names(shapes)[0]}
+  with open(os.path.join(out_dir, 'vit_s16_i1k.json'), 'w') as f:
+    json.dump(dict(model=kwargs, image_size=224, tree=tree, versions=versions()), f,
+              indent=1, sort_keys=True)
+
+
 def photos():
   """(id, RGB uint8 array) of the photos, decoded as our eval pipeline does."""
   import skimage.data
@@ -152,6 +169,7 @@ def main():
   os.makedirs(args.out, exist_ok=True)
   for name, spec in TWINS.items():
     make_twin(name, spec, args.out, vit, utils)
+  make_s16_tree(args.out, vit, utils)
   make_area_fixture(args.out, ops_image)
 
 

@@ -83,3 +83,25 @@ def test_a_cpu_only_machine_does_not_start_libtpu():
   assert out.returncode == 0, out.stderr[-2000:]
   assert out.stdout.split() == ['cpu', 'cpu']
   assert 'TPU' not in out.stderr
+
+
+def test_big_visions_options_run_through_the_cpu_seam():
+  """Attention pooling, sin-cos embeddings and drop path (in training: the
+  same masks on both paths): the seam intercepts by type, so the kernels
+  serve this model too and give the model's logits."""
+  from vit_jax.backends.cpu import kernels
+  if not kernels.available():
+    pytest.skip('no C++ compiler for the CPU kernels')
+  x = jax.random.normal(jax.random.PRNGKey(1), (2, 32, 32, 3))
+  model = vit_jax.create_model('vit_base_patch16_224', **TINY, classifier='map',
+                               posemb='sincos2d', representation_size=True, drop_path_rate=0.3)
+  shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0), x)['params']
+  rng = np.random.RandomState(0)
+  params = jax.tree.map(lambda s: rng.normal(0, 0.2, s.shape).astype(np.float32), shapes)
+
+  def apply(p, on):
+    with backends.for_devices(jax.devices('cpu')[:1], kernels=on):
+      return model.apply({'params': p}, x, train=True, rngs={'dropout': jax.random.PRNGKey(2)})
+  assert 'custom_call' in jax.jit(apply, static_argnums=1).lower(params, True).as_text()
+  got, want = (np.asarray(jax.jit(apply, static_argnums=1)(params, on)) for on in (True, False))
+  np.testing.assert_allclose(got, want, atol=2e-5, rtol=1e-5)

@@ -305,3 +305,22 @@ def test_to_must_agree_with_a_file_suffix(tmp_path, capsys):
     rc = main([_hf('vit_cls'), str(tmp_path / dst), '--to', 'hf'])
     _one_line_error(capsys, rc, '--to hf writes a directory')
   assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize('fields, message', [
+    (dict(posemb='sincos2d'), "posemb 'sincos2d'"),
+    (dict(posemb_class_token=False), 'posemb_class_token=False'),
+    (dict(classifier='map'), "classifier 'map'"),
+])
+def test_big_visions_options_are_refused_for_transformers(fields, message):
+  cfg = registry.get_model_config('vit_base_patch16_224', **fields)
+  with pytest.raises(CheckpointError, match=message):
+    hf_format.check_writable(cfg)
+
+
+def test_a_big_vision_model_is_no_base_for_an_hf_checkpoint():
+  """An HF S/16 with a pooler has the big_vision S/16's shape and pre-logits
+  size, but learned embeddings with a class slot: DeiT-S is its base."""
+  fields = dict(patch_size=16, hidden_size=384, num_layers=12, num_heads=6, mlp_dim=1536,
+                image_size=224, representation_size=384, posemb='learn')
+  assert hf_format.base_model(fields) == 'deit_small_patch16_224'

@@ -50,3 +50,20 @@ def test_rules_are_inverse_in_both_directions(name):
   # q, k, v fused in that order along the output axis, as timm does
   q = ours['Transformer/encoderblock_0/MultiHeadDotProductAttention_0/query/kernel']
   np.testing.assert_array_equal(sd['blocks.0.attn.qkv.weight'][:32], q.reshape(32, 32).T)
+
+
+def test_big_visions_layouts_in_timms_names():
+  """Position embeddings without the class slot are timm's `no_embed_class`
+  layout; first-token pooling is timm's `global_pool='token'` without a class
+  token (`norm`, not `fc_norm`); sin-cos embeddings and MAP have no place."""
+  tiny = dict(num_layers=1, num_classes=10)
+  rules = timm_layout.rules(vit_jax.get_model_config(
+      'vit_base_patch16_224', **tiny, classifier='0', posemb_class_token=False))
+  keys = timm_layout.expected_timm_keys(rules)
+  assert {'pos_embed', 'norm.weight'} <= keys and 'cls_token' not in keys
+  assert 'fc_norm.weight' in timm_layout.expected_timm_keys(timm_layout.rules(
+      vit_jax.get_model_config('vit_base_patch16_224', **tiny, classifier='gap')))
+  for fields, message in ((dict(posemb='sincos2d'), "posemb 'sincos2d' has no place"),
+                          (dict(classifier='map'), "classifier 'map' has no place")):
+    with pytest.raises(ValueError, match=message):
+      timm_layout.rules(vit_jax.get_model_config('vit_base_patch16_224', **fields))

@@ -89,6 +89,34 @@ def test_rollout_of_uniform_attention_is_uniform_and_matches_the_formula(name, g
   np.testing.assert_allclose(maps[1], expected, rtol=1e-5)
 
 
+@pytest.mark.parametrize('classifier', ['map', '0'])
+def test_rollout_is_read_where_the_classifier_reads(classifier):
+  """Uniform attention everywhere (zero key projections, the pooling probe's
+  too) and no class token: ((U + I) / 2) ** L over the patches alone, read
+  at the first patch ('0') or through the probe's uniform attention ('map',
+  the mean row)."""
+  cfg = vit_jax.get_model_config('vit_base_patch16_224', image_size=64, hidden_size=32,
+                                 num_layers=2, num_heads=2, mlp_dim=64, num_classes=5,
+                                 classifier=classifier)
+  model = vit_jax.models.registry.module_from_config(cfg)
+  x = np.random.RandomState(0).randn(1, 64, 64, 3).astype(np.float32)
+  rng = np.random.RandomState(1)
+  params = jax.tree.map(lambda s: rng.normal(0, 0.2, s.shape).astype(np.float32),
+                        jax.eval_shape(model.init, jax.random.PRNGKey(0), x)['params'])
+  attentions = [params['Transformer'][f'encoderblock_{i}']['MultiHeadDotProductAttention_0']
+                for i in range(cfg.num_layers)]
+  if classifier == 'map':
+    attentions.append(params['MAPHead_0']['MultiHeadDotProductAttention_0'])
+  for attn in attentions:
+    attn['key']['kernel'][:] = 0
+    attn['key']['bias'][:] = 0
+  t = 16
+  rollout = np.linalg.matrix_power((np.full((t, t), 1 / t) + np.eye(t)) / 2, cfg.num_layers)
+  expected = rollout[0] if classifier == '0' else rollout.mean(axis=0)
+  maps = predict.attention_rollout(model, params, x, cfg)
+  np.testing.assert_allclose(maps[0], expected.reshape(4, 4), rtol=1e-5)
+
+
 def test_unreadable_image_is_one_line(tiny1k, capsys):
   tmp, *_ = tiny1k
   assert predict.main([str(tmp / 'missing.png'), '--checkpoint', str(tmp / 'ckpt')]) == 1

@@ -163,3 +163,112 @@ def test_exact_gelu_and_its_gradient_match_float64():
   approx = vit.gelu(jnp.asarray(xs), approximate=True)
   np.testing.assert_array_equal(approx, jax.nn.gelu(jnp.asarray(xs), approximate=True))
   assert np.abs(np.asarray(approx) - want).max() > 1e-4  # the two forms do differ
+
+
+# --- big_vision's options ---------------------------------------------------
+
+def _shapes(**kw) -> dict:
+  """Flat parameter shapes of a TINY twin, from tracing alone."""
+  from flax import traverse_util
+  model = vit_jax.create_model('vit_base_patch16_224', **{**TINY, **kw})
+  tree = jax.eval_shape(model.init, jax.random.PRNGKey(0), jnp.zeros((1, 32, 32, 3)))['params']
+  return {k: v.shape for k, v in traverse_util.flatten_dict(tree, sep='/').items()}
+
+
+def test_sincos2d_position_embeddings_follow_big_visions_formula():
+  """(1, h * w, width): sin(x), cos(x), sin(y), cos(y) at frequencies
+  10000 ** -(i / (width / 4 - 1)), x the column and y the row of a patch."""
+  h, w, width = 3, 5, 16
+  got = np.asarray(jax.jit(vit.posemb_sincos_2d, static_argnums=(0, 1, 2))(h, w, width))
+  omega = 10000.0 ** -(np.arange(width // 4) / (width // 4 - 1))
+  y, x = np.mgrid[:h, :w]
+  x, y = np.outer(x.ravel(), omega), np.outer(y.ravel(), omega)
+  want = np.concatenate([np.sin(x), np.cos(x), np.sin(y), np.cos(y)], axis=1)[None]
+  np.testing.assert_allclose(got, want, atol=1e-6)
+  with pytest.raises(ValueError, match='divisible by 4'):
+    vit.posemb_sincos_2d(2, 2, 6)
+
+
+def test_position_embedding_kinds_and_the_class_slot():
+  pos = 'Transformer/posembed_input/pos_embedding'
+  assert _shapes()[pos] == (1, 17, 32)  # the official code's: the class token has a slot
+  assert _shapes(posemb_class_token=False)[pos] == (1, 16, 32)  # big_vision's
+  shapes = _shapes(posemb='sincos2d')
+  assert pos not in shapes and 'cls' in shapes  # fixed: no parameter; the class token gets none
+  for kw, message in (({'posemb': 'rope'}, "posemb must be one of"),
+                      ({'classifier': 'mean'}, "classifier must be one of")):
+    with pytest.raises(ValueError, match=message):
+      _shapes(**kw)
+
+
+def test_pooling_and_pre_logits_fields():
+  map_head = {k: s for k, s in _shapes(classifier='map').items() if k.startswith('MAPHead_0/')}
+  assert map_head['MAPHead_0/probe'] == (1, 1, 32)
+  assert map_head['MAPHead_0/MultiHeadDotProductAttention_0/query/kernel'] == (32, 4, 8)
+  assert map_head['MAPHead_0/MlpBlock_0/Dense_0/kernel'] == (32, 64)
+  assert 'cls' not in _shapes(classifier='0') and 'cls' not in _shapes(classifier='map')
+  assert _shapes(representation_size=True)['pre_logits/kernel'] == (32, 32)
+  assert 'pre_logits/kernel' not in _shapes(representation_size=False)
+  cfg = vit_jax.get_model_config('vit_base_patch16_224', **TINY, representation_size=True,
+                                 classifier=0)  # as --set gives them
+  assert (cfg.representation_size, cfg.classifier) == (32, '0')
+
+
+def test_head_zeroinit_off_is_flaxs_dense_init():
+  model = vit_jax.create_model('vit_base_patch16_224', **{**TINY, 'num_layers': 1},
+                               head_zeroinit=False)
+  kernel = np.asarray(jit_init(model, jnp.zeros((1, 32, 32, 3)))['params']['head']['kernel'])
+  assert 0.5 < kernel.std() * np.sqrt(32) < 1.5  # lecun normal: std 1 / sqrt(fan_in)
+
+
+def test_drop_path_drops_whole_examples_and_scales_the_kept():
+  x = jnp.ones((4000, 3, 2))
+  drop = jax.jit(lambda x, rate: vit.DropPath().apply(
+      {}, x, rate, False, rngs={'dropout': jax.random.PRNGKey(0)}))
+  per_example = np.asarray(drop(x, 0.25)).reshape(4000, -1)
+  assert set(np.unique(per_example.std(axis=1))) == {0.0}  # all or nothing per example
+  dropped = (per_example[:, 0] == 0).mean()
+  assert abs(dropped - 0.25) < 0.03
+  np.testing.assert_allclose(per_example[per_example[:, 0] > 0], 1 / 0.75, rtol=1e-6)
+  assert not np.asarray(drop(x, 1.0)).any()
+  np.testing.assert_array_equal(vit.DropPath().apply({}, x, 0.25, True), x)
+
+
+def _drop_path_rates(model, train: bool) -> list:
+  """The rate each DropPath call gets while `model.apply` is traced."""
+  import flax.linen as nn
+  rates = []
+
+  def record(next_fun, args, kwargs, context):
+    if isinstance(context.module, vit.DropPath):
+      rates.append(args[1])
+    return next_fun(*args, **kwargs)
+  x = jnp.zeros((2, 32, 32, 3))
+  params = jax.eval_shape(model.init, jax.random.PRNGKey(0), x)['params']
+  with nn.intercept_methods(record):
+    jax.make_jaxpr(lambda p: model.apply({'params': p}, x, train=train,
+                                         rngs={'dropout': jax.random.PRNGKey(1)}))(params)
+  return rates
+
+
+def test_drop_path_grows_linearly_over_depth_and_only_in_training():
+  """timm's and AugReg's schedule: linspace(0, rate, depth), both branches of
+  each block; nothing at all in evaluation or at rate 0 (the program is the
+  one without it)."""
+  kw = {**TINY, 'num_layers': 3}
+  model = vit_jax.create_model('vit_base_patch16_224', **kw, drop_path_rate=0.2)
+  rates = _drop_path_rates(model, train=True)
+  np.testing.assert_allclose(rates, [0.0, 0.0, 0.1, 0.1, 0.2, 0.2], atol=1e-7)
+  plain = vit_jax.create_model('vit_base_patch16_224', **kw)
+  assert _drop_path_rates(plain, train=True) == [None] * 6
+  scanned = vit_jax.create_model('vit_base_patch16_224', **kw, drop_path_rate=0.2,
+                                 scan_layers=True, remat=True)
+  traced = _drop_path_rates(scanned, train=True)  # one body, the rates scanned over
+  assert traced and all(isinstance(r, jax.core.Tracer) for r in traced)
+  x = jnp.zeros((2, 32, 32, 3))
+  params = jax.eval_shape(model.init, jax.random.PRNGKey(0), x)['params']
+  jaxpr = lambda m: str(jax.make_jaxpr(  # noqa: E731
+      lambda p: m.apply({'params': p}, x, train=False))(params))
+  assert jaxpr(model) == jaxpr(plain)
+  with pytest.raises(Exception, match='dropout'):
+    jax.make_jaxpr(lambda p: model.apply({'params': p}, x, train=True))(params)

@@ -120,11 +120,8 @@ def _told(key: str, fields: dict) -> bool:
 
 
 def _agrees(key: str, fields: dict, value: Any) -> bool:
-  value = tuple(value) if isinstance(value, list) else value
   if key == 'classifier' and fields[key] == 'gap':
     return value in ('gap', '0')
-  if key == 'representation_size' and isinstance(value, bool):
-    value = fields['hidden_size'] if value else None
   return value == fields[key]
 
 
@@ -135,16 +132,18 @@ def target_config(source: str, flat: dict[str, np.ndarray], model_name: Optional
   registered plain ViT of that shape (then big_vision's eval preprocessing),
   then `overrides`; a contradiction of the arrays is one line."""
   fields = model_fields(flat, source)
-  named = registry.get_model_config(model_name) if model_name else None
+  claimed = registry.get_model_config(model_name or FALLBACK_BASE, **overrides)
   for key in TOLD:
-    claims = [(f'model {model_name}', named[key])] if named is not None else []
     if key in overrides:
-      claims.append((f'the override {key}={overrides[key]}', overrides[key]))
-    for who, value in claims:
-      if _told(key, fields) and not _agrees(key, fields, value):
-        raise CheckpointError(f'{source}: the arrays give {key} {fields[key]!r}, {who} has '
-                              f'{value!r}; leave it out: the architecture comes from the file')
-  if named is None:
+      who = f'the override {key}={overrides[key]}'
+    elif model_name:
+      who = f'model {model_name}'
+    else:
+      continue
+    if _told(key, fields) and not _agrees(key, fields, claimed[key]):
+      raise CheckpointError(f'{source}: the arrays give {key} {fields[key]!r}, {who} has '
+                            f'{claimed[key]!r}; leave it out: the architecture comes from the file')
+  if not model_name:
     if 'image_size' not in fields and 'image_size' not in overrides:
       raise CheckpointError(
           f'{source}: a big_vision checkpoint with sin-cos position embeddings does not store '

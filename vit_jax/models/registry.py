@@ -176,6 +176,7 @@ def get_model_config(name: str, **overrides: Any) -> ml_collections.ConfigDict:
   for key in ('resnet', 'mean', 'std'):  # JSON and flags give lists
     if cfg[key] is not None:
       cfg[key] = tuple(cfg[key])
+  cfg['classifier'] = str(cfg['classifier'])  # '0' arrives as 0 from --set and flags
   rep = cfg['representation_size']  # big_vision's rep_size: True is the width, False none
   if isinstance(rep, bool):
     cfg['representation_size'] = cfg['hidden_size'] if rep else None

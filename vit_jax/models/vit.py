@@ -108,7 +108,7 @@ class DropPath(nn.Module):
       return x
     keep = 1.0 - jnp.asarray(rate, jnp.float32)
     kept = jax.random.bernoulli(self.make_rng('dropout'), keep, (x.shape[0],) + (1,) * (x.ndim - 1))
-    return x * (kept / keep).astype(x.dtype)
+    return x * (kept / jnp.where(keep > 0, keep, 1.0)).astype(x.dtype)  # rate 1: all dropped
 
 
 class Encoder1DBlock(nn.Module):

@@ -115,6 +115,25 @@ def synthetic_photos():
     yield f'synthetic_{w}x{h}', Image.fromarray(np.clip(img, 0, 255).astype(np.uint8))
 
 
+@functools.lru_cache(maxsize=None)
+def _sklearn_photos() -> dict:
+  from sklearn.datasets import load_sample_images
+  sample = load_sample_images()
+  return {os.path.basename(f): a for f, a in zip(sample.filenames, sample.images)}
+
+
+def fixture_photo(ident: str):
+  """A photo of the preprocessing fixtures by its id (`skimage:<file>` or
+  `sklearn:<file>`), decoded as the eval pipeline decodes it."""
+  import skimage.data
+  from PIL import Image
+  from vit_jax.data.preprocess import decode_rgb
+  kind, name = str(ident).split(':', 1)
+  if kind == 'skimage':
+    return decode_rgb(os.path.join(os.path.dirname(skimage.data.__file__), name))
+  return Image.fromarray(_sklearn_photos()[name])
+
+
 @pytest.fixture
 def tiny_overrides():
   """A ViT small enough for CLI tests that run in a second."""

@@ -1,35 +1,25 @@
 """TensorFlow's area resize and big_vision's eval crop, against big_vision's
 own preprocessing (`resize_small(256) | central_crop(224)`, run by
 tools/make_big_vision_fixtures.py) on 28 real photographs."""
-import os
-
 import numpy as np
 import pytest
 from PIL import Image
 
 import vit_jax
 from vit_jax.data import area_resize
-from vit_jax.data.preprocess import decode_rgb, eval_crop, resize_small_size
-from conftest import data_path
+from vit_jax.data.preprocess import eval_crop, resize_small_size
+from conftest import data_path, fixture_photo
 
 STRIDE, START = 8, 3  # the fixture keeps every 8th pixel of each crop, from (3, 3)
 
 
 def _photos():
   """(id, decoded RGB image, big_vision's sampled crop, resized (H, W))."""
-  import skimage.data
-  from sklearn.datasets import load_sample_images
   ref = np.load(data_path('big_vision', 'area_resize.npz'))
-  sample = load_sample_images()
-  by_name = {os.path.basename(f): a for f, a in zip(sample.filenames, sample.images)}
-  for i, ident in enumerate(ref['ids']):
-    kind, name = str(ident).split(':', 1)
-    if kind == 'skimage':
-      img = decode_rgb(os.path.join(os.path.dirname(skimage.data.__file__), name))
-    else:
-      img = Image.fromarray(by_name[name])
-    assert img.size[::-1] == tuple(ref['shapes'][i]), f'{ident}: the installed photo changed'
-    yield ident, img, ref['crops'][i], tuple(ref['resized'][i])
+  for ident, shape, crop, resized in zip(ref['ids'], ref['shapes'], ref['crops'], ref['resized']):
+    img = fixture_photo(ident)
+    assert img.size[::-1] == tuple(shape), f'{ident}: the installed photo changed'
+    yield ident, img, crop, tuple(resized)
 
 
 @pytest.fixture(scope='module')

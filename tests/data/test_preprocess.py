@@ -2,32 +2,22 @@
 import hashlib
 import io
 import json
-import os
 
 import numpy as np
 import pytest
 from PIL import Image
 
 from vit_jax.data.preprocess import center_crop, decode_rgb, eval_crop, eval_crop_box, normalize
-from conftest import SQUASH_SETTINGS, data_path, synthetic_photos
+from conftest import SQUASH_SETTINGS, data_path, fixture_photo, synthetic_photos
 
 SETTINGS = {'crops_224_0.9': (224, 0.9), 'crops_384_1.0': (384, 1.0)}
 
 
 def _photos():
   """The photos the fixture was made from, decoded as timm's script did."""
-  import skimage.data
-  from sklearn.datasets import load_sample_images
   ref = np.load(data_path('preprocess', 'timm_eval_crops.npz'))
-  sample = load_sample_images()
-  by_name = {os.path.basename(f): a for f, a in zip(sample.filenames, sample.images)}
   for i, ident in enumerate(ref['ids']):
-    kind, name = str(ident).split(':', 1)
-    if kind == 'skimage':
-      img = decode_rgb(os.path.join(os.path.dirname(skimage.data.__file__), name))
-    else:
-      img = Image.fromarray(by_name[name])
-    yield ident, img, {k: ref[k][i] for k in SETTINGS}, tuple(ref['shapes'][i])
+    yield ident, fixture_photo(ident), {k: ref[k][i] for k in SETTINGS}, tuple(ref['shapes'][i])
 
 
 def test_crops_match_timm_on_every_photo():
@@ -108,5 +98,6 @@ def test_squash_keeps_the_whole_picture_and_center_crops_its_sides():
   assert eval_crop_box(500, 333, 224, 1.0, 'squash') == (0.0, 0.0, 500.0, 333.0)
   np.testing.assert_allclose(eval_crop_box(500, 333, 224, 0.875, 'squash'),
                              (31.25, 20.8125, 468.75, 312.1875))
-  with pytest.raises(ValueError, match="crop_mode must be one of .'center', 'squash'., got 'x'"):
+  with pytest.raises(ValueError,
+                     match="crop_mode must be one of .'center', 'squash', 'big_vision'., got 'x'"):
     eval_crop(pic, 224, 1.0, crop_mode='x')

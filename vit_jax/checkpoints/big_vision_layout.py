@@ -159,13 +159,11 @@ def target_config(source: str, flat: dict[str, np.ndarray], model_name: Optional
 def check_writable(cfg: ml_collections.ConfigDict) -> None:
   """One line for the first field big_vision's ViT cannot express."""
   what = f"model {cfg.name} cannot be written for big_vision's ViT:"
-  head_scale = (cfg.hidden_size // cfg.num_heads) ** -0.5
   if cfg.resnet is not None:
     raise CheckpointError(f'{what} it has no ResNet stem (resnet={tuple(cfg.resnet)}); write '
                           '.npz without --to, .pth, .safetensors or orbax')
-  if cfg.attn_scale is not None and not math.isclose(cfg.attn_scale, head_scale):
-    raise CheckpointError(f'{what} attn_scale {cfg.attn_scale:.6g}: it uses head_dim ** -0.5 = '
-                          f'{head_scale:.6g}')
+  if registry.custom_attn_scale(cfg):
+    raise CheckpointError(f'{what} attn_scale {cfg.attn_scale:.6g}: it uses head_dim ** -0.5')
   for key, value in FIXED.items():
     if key not in ('resnet', 'attn_scale') and cfg[key] != value:
       raise CheckpointError(f'{what} {key}={cfg[key]!r}; its code fixes {key}={value!r}')

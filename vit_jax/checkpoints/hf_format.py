@@ -258,7 +258,7 @@ def check_writable(cfg: ml_collections.ConfigDict) -> None:
   if cfg.resnet is not None:
     raise CheckpointError(f'{what} transformers has no ViT-hybrid (R50+ViT) model; write .pth, '
                           '.safetensors, .npz or orbax')
-  if cfg.attn_scale is not None and not math.isclose(cfg.attn_scale, head_scale):
+  if registry.custom_attn_scale(cfg):
     raise CheckpointError(f'{what} its attention scale {cfg.attn_scale:.6g} is not head_dim ** '
                           f'-0.5 = {head_scale:.6g}, the only one transformers\' ViT uses')
   if cfg.classifier != 'token':

@@ -6,6 +6,7 @@ from (file name and URL, for the user to download; nothing is fetched here).
 """
 from __future__ import annotations
 
+import math
 from typing import Any, Callable, Sequence
 
 import flax.linen as nn
@@ -186,14 +187,22 @@ def get_model_config(name: str, **overrides: Any) -> ml_collections.ConfigDict:
 def model_of_shape(fields: dict, prefer: Sequence[str], fallback: str) -> str:
   """The registered plain ViT with the shape `fields` give (patch size, width,
   depth, heads, MLP), those that agree with `fields` on `prefer` first (in
-  that order), then by name; `fallback` if none has that shape."""
+  that order; a key `fields` lacks is no preference), then by name;
+  `fallback` if none has that shape."""
   shape = ('patch_size', 'hidden_size', 'num_layers', 'num_heads', 'mlp_dim')
   hits = []
   for name in list_models():
     c = get_model_config(name)
     if c.resnet is None and c.attn_scale is None and all(c[k] == fields[k] for k in shape):
-      hits.append(tuple(c[k] != fields[k] for k in prefer) + (name,))
+      hits.append(tuple(c[k] != fields[k] for k in prefer if k in fields) + (name,))
   return min(hits)[-1] if hits else fallback
+
+
+def custom_attn_scale(cfg: ml_collections.ConfigDict) -> bool:
+  """Whether the attention scale is other than head_dim ** -0.5 (the card's
+  vit_small_patch16_224): what most other codes cannot express."""
+  head_scale = (cfg.hidden_size // cfg.num_heads) ** -0.5
+  return cfg.attn_scale is not None and not math.isclose(cfg.attn_scale, head_scale)
 
 
 def module_from_config(cfg: ml_collections.ConfigDict) -> nn.Module:

@@ -100,6 +100,22 @@ def test_bfloat16_arrays_read_as_big_vision_reads_them():
   assert flat['Transformer/posembed_input/pos_embedding'].shape == (1, 16, 16)
 
 
+def test_older_big_vision_layouts_read_the_same():
+  """The Flax-optimizer era's `opt/target/` prefix beside its state, and the
+  pre-2022 position embeddings under `Transformer/` (what big_vision's
+  fix_old_checkpoints moves)."""
+  raw = dict(np.load(_path('tok_learn')))
+  old = {('opt/target/Transformer/' if k == 'pos_embedding' else 'opt/target/') + k: v
+         for k, v in raw.items()}
+  old['opt/state/step'] = np.array(7)
+  assert big_vision_layout.is_big_vision(old)
+  want = big_vision_layout.to_ours(raw)
+  got = big_vision_layout.to_ours(old)
+  assert sorted(got) == sorted(want)
+  for k, v in want.items():
+    np.testing.assert_array_equal(got[k], v)
+
+
 def test_sin_cos_checkpoints_need_their_image_size_in_one_line(tmp_path, capsys):
   assert convert.main([_path('gap_sincos2d_rep'), str(tmp_path / 'out.orbax')]) == 2
   err = capsys.readouterr().err.strip()

@@ -6,7 +6,9 @@ The format of each side comes from its suffix: .pth/.pt/.bin (timm state
 dict), .safetensors (timm names), .npz (Google's release layout), or a
 directory (vit_jax orbax checkpoint; also a path ending in .orbax). A
 Hugging Face transformers ViT directory (config.json) reads as SRC, and
-`--to hf` writes one. SRC may also be a training workdir.
+`--to hf` writes one. SRC may also be a training workdir. A DST ending in
+.jaxexport (`--to jax-export`) or .onnx (`--to onnx`) is a model exported
+for serving (`vit_jax.export`).
 """
 from __future__ import annotations
 
@@ -23,8 +25,11 @@ EXAMPLES = """examples:
   python -m convert vit_b16_224/ b16_cifar10_384/ --num-classes 10 --set image_size=384
   python -m convert vit-base-patch16-224/ vit_b16_hf.orbax
   python -m convert vit_b16_224/ vit-b16-for-transformers/ --to hf
+  python -m convert jx_vit_base_p16_224-80ecf9dd.pth vit_b16_224.jaxexport --to jax-export
+  python -m convert jx_vit_base_p16_224-80ecf9dd.pth vit_b16_224.onnx
 """
 DIRECTORY_FORMATS = ('hf', 'orbax')
+EXPORT_FLAGS = {'dtype': '--dtype', 'class_names_file': '--class-names'}
 
 
 def _parse_set(items: Sequence[str]) -> dict[str, Any]:
@@ -49,9 +54,14 @@ def build_parser() -> argparse.ArgumentParser:
                  '.npz, a Hugging Face directory, an orbax directory or a training workdir')
   p.add_argument('dst', nargs='?', help='file or directory to write; its suffix picks the '
                  'format (a path ending in .orbax or without a suffix is an orbax directory)')
-  p.add_argument('--to', choices=DIRECTORY_FORMATS, help='the directory format to write: '
+  p.add_argument('--to', metavar='FORMAT', help='the directory format to write: '
                  'hf (transformers ViTForImageClassification, or ViTModel without a head) or '
-                 'orbax (the default)')
+                 'orbax (the default); or an export for serving: jax-export (DST.jaxexport) or '
+                 'onnx (DST.onnx)')
+  p.add_argument('--dtype', help='export: the compute dtype of a jax-export (float32, the '
+                 'default, or bfloat16); ONNX computes in float32')
+  p.add_argument('--class-names', metavar='FILE', help='export: the class names, one a line '
+                 '(default: a Hugging Face id2label, or the ImageNet names for 1000 classes)')
   p.add_argument('--model', help='registered model name; needed when SRC does not say its '
                  'architecture (timm and Google files other than the registered weights files)')
   p.add_argument('--num-classes', type=int, help='new head size: a different value '
@@ -77,9 +87,21 @@ def _dst_format(dst: str, to: Optional[str]) -> str:
 
 
 def convert(src: str, dst: str, model: Optional[str], overrides: dict[str, Any],
-            overwrite: bool = False, to: Optional[str] = None) -> str:
+            overwrite: bool = False, to: Optional[str] = None, **export_options: Any) -> str:
   """Read SRC, write DST (in the format `to` names, else DST's); returns a
-  one-line summary."""
+  one-line summary. `export_options` (dtype, class_names_file) are for an
+  export."""
+  from vit_jax import export
+  if to is not None and to not in DIRECTORY_FORMATS + export.FORMATS:
+    raise ValueError(f'--to {to!r} is not a format; use one of '
+                     f'{", ".join(DIRECTORY_FORMATS + export.FORMATS)}')
+  exported = export.format_of(dst, to)
+  if exported:
+    return export.export_checkpoint(src, dst, exported, model, overrides, overwrite=overwrite,
+                                    **export_options)
+  given = [EXPORT_FLAGS[k] for k, v in sorted(export_options.items()) if v is not None]
+  if given:
+    raise ValueError(f'{", ".join(given)}: for an export only (--to jax-export or onnx)')
   import numpy as np
   import jax
   from vit_jax import storage
@@ -117,7 +139,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     overrides = _parse_set(args.set)
     if args.num_classes is not None:
       overrides['num_classes'] = args.num_classes
-    print(convert(args.src, args.dst, args.model, overrides, args.overwrite, args.to))
+    print(convert(args.src, args.dst, args.model, overrides, args.overwrite, args.to,
+                  dtype=args.dtype, class_names_file=args.class_names))
   except (ValueError, OSError) as e:  # CheckpointError, unknown model/field, I/O
     print(f'error: {e}', file=sys.stderr)
     return 2

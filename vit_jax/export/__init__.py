@@ -70,13 +70,16 @@ def export_checkpoint(src: str, dst: str, fmt: str, model: Optional[str],
   config, params = load_params(src, model, log=log, **overrides)
   names = serving.class_names(src, config, class_names_file)
   info = serving.info(config, fmt, dtype, names, os.path.basename(src.rstrip('/')))
-  if fmt == 'jax-export':
-    from vit_jax.export import jax_export
-    files = {'': jax_export.serialize(config, params)}
-  else:
-    from vit_jax.export import onnx_export
-    files = onnx_export.serialize(onnx_export.build(config, params, info),
-                                  os.path.basename(dst) + '.data')
+  try:
+    if fmt == 'jax-export':
+      from vit_jax.export import jax_export
+      files = {'': jax_export.serialize(config, params)}
+    else:
+      from vit_jax.export import onnx_export
+      files = onnx_export.serialize(onnx_export.build(config, params, info),
+                                    os.path.basename(dst) + '.data')
+  except ImportError as e:  # flatbuffers (jax.export's serializer) or onnx
+    raise ValueError(f'writing {fmt} needs {e.name}: pip install "vit-jax[export]"') from None
   files[serving.INFO_SUFFIX] = json.dumps(info, indent=1).encode()
   _write_all(dst, files, overwrite)
   size = sum(len(b) for b in files.values())

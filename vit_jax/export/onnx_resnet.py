@@ -2,9 +2,8 @@
 
 At inference a weight-standardised kernel is a fixed function of its
 parameter, so the standardisation is folded into the kernels before they
-are written, with the model's own `weight_standardize` (as a generic
-converter that reads the raw kernels would not, giving wrong logits with
-no error). TF-style SAME padding becomes explicit asymmetric pads, the extra
+are written (a generic converter that reads the raw kernels does not, and
+gives wrong logits with no error). TF-style SAME padding becomes explicit asymmetric pads, the extra
 pixel right and bottom; GroupNorm is an InstanceNormalization over the
 channels regrouped, then the per-channel scale and bias.
 """
@@ -13,21 +12,26 @@ from __future__ import annotations
 import math
 import re
 
-import jax
 import numpy as np
 
 from vit_jax.export.onnx_graph import GraphBuilder
-from vit_jax.models.resnet import weight_standardize
+from vit_jax.models.resnet import WS_EPS
 
 STD_CONV = re.compile(r'^(conv_root|block\d+/unit\d+/conv(1|2|3|_proj))/kernel$')
 GROUPS = 32  # flax.linen.GroupNorm's default, as the model uses it
 
 
 def standardized_kernels(params: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-  """The stem's kernels as the model convolves with them, in one jitted program."""
-  kernels = {k: v for k, v in params.items() if STD_CONV.match(k)}
-  folded = jax.jit(lambda ks: {k: weight_standardize(v) for k, v in ks.items()})(kernels)
-  return {k: np.asarray(v, np.float32) for k, v in folded.items()}
+  """The stem's kernels as the model convolves with them: the model's
+  `weight_standardize`, (w - mean) / (std + eps) over each output channel,
+  in float64 and rounded once to float32."""
+  out = {}
+  for key, w in params.items():
+    if STD_CONV.match(key):
+      w = np.asarray(w, np.float64)
+      w = w - w.mean(axis=(0, 1, 2))
+      out[key] = (w / (w.std(axis=(0, 1, 2)) + WS_EPS)).astype(np.float32)
+  return out
 
 
 def same_pads(size: int, kernel: int, stride: int) -> tuple[int, int]:

@@ -14,15 +14,13 @@ import sys
 
 import numpy as np
 import pytest
-from flax import traverse_util
 
 import vit_jax
 from vit_jax.checkpoints import load_params, save_params
-from vit_jax.checkpoints.formats import expected_shapes
 from vit_jax.cli import convert, predict
 from vit_jax.export import onnx_export, serving
 from vit_jax.models import registry
-from conftest import data_path, jit_apply, timm_twin
+from conftest import data_path, jit_apply, random_params, timm_twin
 
 TINY = dict(image_size=32, patch_size=8, hidden_size=32, num_layers=2, num_heads=2, mlp_dim=64,
             num_classes=1000)
@@ -33,16 +31,6 @@ TWINS = {'small': 'vit_small_patch16_224', 'r50': 'vit_base_resnet50_384'}
 HAVE_ORT = importlib.util.find_spec('onnxruntime') is not None
 needs_ort = pytest.mark.skipif(not HAVE_ORT, reason='onnxruntime is not installed: it has no '
                                'wheel for this Python (the export extra skips it)')
-
-
-def random_params(cfg, seed: int = 0) -> dict:
-  """Random weights of the config's shapes, without compiling an init."""
-  rng = np.random.RandomState(seed)
-  flat = {}
-  for key, shape in expected_shapes(cfg).items():
-    v = rng.randn(*shape).astype(np.float32)
-    flat[key] = 1 + 0.1 * v if key.endswith('scale') else v / np.sqrt(max(shape[0], 1))
-  return traverse_util.unflatten_dict(flat, sep='/')
 
 
 def cli(*argv) -> int:
@@ -271,3 +259,39 @@ def test_class_names_from_a_file_or_a_hugging_face_directory(tmp_path, capsys):
   assert '2 class names' in one_line_error(capsys, hf, tmp_path / 'bad.onnx', '--class-names',
                                            names)
   assert not os.path.exists(tmp_path / 'bad.onnx')
+
+
+def readme_preprocess():
+  """The README's `preprocess` (PIL and numpy only), run as written there."""
+  readme = os.path.join(os.path.dirname(__file__), '..', '..', 'README.md')
+  with open(readme) as f:
+    text = f.read()
+  section = text[text.index('\n## Serve\n'):]
+  lines = section[section.index('    import numpy as np\n    from PIL import Image\n'):]
+  block = []
+  for line in lines.splitlines():
+    if line and not line.startswith('    '):
+      break
+    block.append(line[4:])
+  namespace = {}
+  exec('\n'.join(block), namespace)
+  return namespace['preprocess']
+
+
+@pytest.mark.parametrize('overrides', [dict(), dict(crop_mode='squash', crop_pct=1.0,
+                                                     interpolation='bilinear'),
+                                       dict(crop_pct=0.875, image_size=64)])
+def test_readme_preprocessing_from_the_json_is_our_eval_transform(tmp_path, overrides):
+  from vit_jax.data.preprocess import decode_rgb, eval_crop, normalize
+  from conftest import synthetic_photos
+  cfg = vit_jax.get_model_config('vit_small_patch16_224', **overrides)
+  pre = json.loads(json.dumps(serving.preprocessing(cfg)))
+  preprocess = readme_preprocess()
+  for name, img in synthetic_photos():
+    path = str(tmp_path / f'{name}.png')
+    img.save(path)
+    want = normalize(eval_crop(decode_rgb(path), cfg.image_size, cfg.crop_pct,
+                               cfg.interpolation, cfg.crop_mode), cfg.mean, cfg.std)
+    got = preprocess(path, pre)
+    assert got.dtype == np.float32
+    np.testing.assert_array_equal(got, want, err_msg=name)

@@ -105,6 +105,6 @@ def read_info(model_path: str) -> dict:
     return json.loads(storage.resolve(path).read_text())
   except FileNotFoundError:
     raise ValueError(f'{path}: missing; it holds the preprocessing and class names of '
-                     f'{os.path.basename(model_path)} (write both with python -m convert)') from None
+                     f'{os.path.basename(model_path)} (python -m convert writes both)') from None
   except (OSError, ValueError) as e:
     raise ValueError(f'{path}: unreadable ({e})') from None

@@ -58,10 +58,6 @@ def build_parser() -> argparse.ArgumentParser:
                  'hf (transformers ViTForImageClassification, or ViTModel without a head) or '
                  'orbax (the default); or an export for serving: jax-export (DST.jaxexport) or '
                  'onnx (DST.onnx)')
-  p.add_argument('--dtype', help='export: the compute dtype of a jax-export (float32, the '
-                 'default, or bfloat16); ONNX computes in float32')
-  p.add_argument('--class-names', metavar='FILE', help='export: the class names, one a line '
-                 '(default: a Hugging Face id2label, or the ImageNet names for 1000 classes)')
   p.add_argument('--model', help='registered model name; needed when SRC does not say its '
                  'architecture (timm and Google files other than the registered weights files)')
   p.add_argument('--num-classes', type=int, help='new head size: a different value '
@@ -72,6 +68,10 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument('--overwrite', action='store_true', help='replace DST if it exists')
   p.add_argument('--list-models', action='store_true', help='print the registered model '
                  'names with their weights files and exit')
+  p.add_argument('--dtype', help='export: the compute dtype of a jax-export (float32, the '
+                 'default, or bfloat16); ONNX computes in float32')
+  p.add_argument('--class-names', metavar='FILE', help='export: the class names, one a line '
+                 '(default: a Hugging Face id2label, or the ImageNet names for 1000 classes)')
   return p
 
 

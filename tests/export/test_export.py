@@ -75,7 +75,8 @@ def served(tmp_path_factory):
     mp.setattr(onnx_export, 'EXTERNAL_DATA_BYTES', 0)
     assert cli(src, tmp / 'tiny_external.onnx', '--to', 'onnx') == 0
   for key, name in TWINS.items():
-    assert cli(*twin_args(name)[:1], tmp / f'{key}.onnx', *twin_args(name)[1:]) == 0
+    twin, *options = twin_args(name)
+    assert cli(twin, tmp / f'{key}.onnx', *options) == 0
 
   rng = np.random.RandomState(7)
   inputs = {'tiny': rng.randn(max(JAX_BATCHES), 32, 32, 3).astype(np.float32)}

@@ -157,6 +157,19 @@ def jit_init(module, *args, seed: int = 0, **kwargs) -> dict:
   return jax.jit(functools.partial(module.init, **kwargs))(jax.random.PRNGKey(seed), *args)
 
 
+def random_params(cfg, seed: int = 0) -> dict:
+  """Random float32 weights of a config's shapes, without compiling an init:
+  scales near 1, the rest over the square root of the leading dimension."""
+  from flax import traverse_util
+  from vit_jax.checkpoints.formats import expected_shapes
+  rng = np.random.RandomState(seed)
+  flat = {}
+  for key, shape in expected_shapes(cfg).items():
+    v = rng.randn(*shape).astype(np.float32)
+    flat[key] = 1 + 0.1 * v if key.endswith('scale') else v / np.sqrt(max(shape[0], 1))
+  return traverse_util.unflatten_dict(flat, sep='/')
+
+
 def jit_apply(module, variables, *args, **kwargs):
   """`module.apply` as one jitted program (keyword arguments are fixed)."""
   import jax

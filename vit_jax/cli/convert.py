@@ -7,7 +7,9 @@ dict), .safetensors (timm names), .npz (Google's release layout; big_vision's
 reads too), or a directory (vit_jax orbax checkpoint; also a path ending in
 .orbax). A Hugging Face transformers ViT directory (config.json) reads as
 SRC, and `--to hf` writes one; `--to big_vision` writes an .npz in
-big_vision's layout. SRC may also be a training workdir.
+big_vision's layout. SRC may also be a training workdir. A DST ending in
+.jaxexport (`--to jax-export`) or .onnx (`--to onnx`) is a model exported
+for serving (`vit_jax.export`).
 """
 from __future__ import annotations
 
@@ -26,9 +28,12 @@ EXAMPLES = """examples:
   python -m convert vit_b16_224/ vit-b16-for-transformers/ --to hf
   python -m convert vit_s16_i1k_90ep.npz vit_s16_i1k_90ep.orbax
   python -m convert vit_s16_i1k_90ep.orbax s16_for_big_vision.npz --to big_vision
+  python -m convert jx_vit_base_p16_224-80ecf9dd.pth vit_b16_224.jaxexport --to jax-export
+  python -m convert jx_vit_base_p16_224-80ecf9dd.pth vit_b16_224.onnx
 """
 DIRECTORY_FORMATS = ('hf', 'orbax')
 FILE_LAYOUTS = {'big_vision': 'npz'}  # --to a layout of a file format: the format DST names
+EXPORT_FLAGS = {'dtype': '--dtype', 'class_names_file': '--class-names'}
 
 
 def _parse_set(items: Sequence[str]) -> dict[str, Any]:
@@ -53,10 +58,10 @@ def build_parser() -> argparse.ArgumentParser:
                  '.npz, a Hugging Face directory, an orbax directory or a training workdir')
   p.add_argument('dst', nargs='?', help='file or directory to write; its suffix picks the '
                  'format (a path ending in .orbax or without a suffix is an orbax directory)')
-  p.add_argument('--to', choices=DIRECTORY_FORMATS + tuple(FILE_LAYOUTS),
-                 help='the directory format to write: '
+  p.add_argument('--to', metavar='FORMAT', help='the directory format to write: '
                  'hf (transformers ViTForImageClassification, or ViTModel without a head) or '
-                 "orbax (the default); big_vision: an .npz in big_vision's layout")
+                 "orbax (the default); big_vision: an .npz in big_vision's layout; or an "
+                 'export for serving: jax-export (DST.jaxexport) or onnx (DST.onnx)')
   p.add_argument('--model', help='registered model name; needed when SRC does not say its '
                  'architecture (timm and Google files other than the registered weights files)')
   p.add_argument('--num-classes', type=int, help='new head size: a different value '
@@ -67,6 +72,10 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument('--overwrite', action='store_true', help='replace DST if it exists')
   p.add_argument('--list-models', action='store_true', help='print the registered model '
                  'names with their weights files and exit')
+  p.add_argument('--dtype', help='export: the compute dtype of a jax-export (float32, the '
+                 'default, or bfloat16); ONNX computes in float32')
+  p.add_argument('--class-names', metavar='FILE', help='export: the class names, one a line '
+                 '(default: a Hugging Face id2label, or the ImageNet names for 1000 classes)')
   return p
 
 
@@ -86,9 +95,21 @@ def _dst_format(dst: str, to: Optional[str]) -> str:
 
 
 def convert(src: str, dst: str, model: Optional[str], overrides: dict[str, Any],
-            overwrite: bool = False, to: Optional[str] = None) -> str:
+            overwrite: bool = False, to: Optional[str] = None, **export_options: Any) -> str:
   """Read SRC, write DST (in the format `to` names, else DST's); returns a
-  one-line summary."""
+  one-line summary. `export_options` (dtype, class_names_file) are for an
+  export."""
+  from vit_jax import export
+  known = DIRECTORY_FORMATS + tuple(FILE_LAYOUTS) + export.FORMATS
+  if to is not None and to not in known:
+    raise ValueError(f'--to {to!r} is not a format; use one of {", ".join(known)}')
+  exported = export.format_of(dst, to)
+  if exported:
+    return export.export_checkpoint(src, dst, exported, model, overrides, overwrite=overwrite,
+                                    **export_options)
+  given = [EXPORT_FLAGS[k] for k, v in sorted(export_options.items()) if v is not None]
+  if given:
+    raise ValueError(f'{", ".join(given)}: for an export only (--to jax-export or onnx)')
   import numpy as np
   import jax
   from vit_jax import storage
@@ -130,7 +151,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     overrides = _parse_set(args.set)
     if args.num_classes is not None:
       overrides['num_classes'] = args.num_classes
-    print(convert(args.src, args.dst, args.model, overrides, args.overwrite, args.to))
+    print(convert(args.src, args.dst, args.model, overrides, args.overwrite, args.to,
+                  dtype=args.dtype, class_names_file=args.class_names))
   except (ValueError, OSError) as e:  # CheckpointError, unknown model/field, I/O
     print(f'error: {e}', file=sys.stderr)
     return 2

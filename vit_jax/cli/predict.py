@@ -3,7 +3,10 @@
     vit-jax-predict IMAGE [IMAGE ...] --checkpoint PATH [--model NAME] \
         [--topk 5] [--attention_map OUT.png]
 
-Preprocessing is the model's eval transform (as eval.py). The attention map
+Preprocessing is the model's eval transform (as eval.py). The checkpoint may
+also be a model exported for serving (MODEL.jaxexport, MODEL.onnx): it runs
+as a server runs it, with the preprocessing and class names of MODEL.json
+(`vit_jax.export.runtime`). The attention map
 is the rollout of Abnar & Zuidema (2020): per layer the head-averaged
 attention plus the identity, renormalised, multiplied through the layers;
 the class token's row over the patches, upsampled onto the part of the
@@ -14,16 +17,11 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from importlib import resources
 from typing import Optional, Sequence
 
 import numpy as np
 
-
-def imagenet_class_names() -> list[str]:
-  """The 1000 ImageNet-1k class names in label order (from timm's data files)."""
-  text = resources.files('vit_jax.data').joinpath('imagenet_classes.txt').read_text()
-  return text.splitlines()
+from vit_jax.data.class_names import imagenet_class_names
 
 
 def attention_rollout(model, params, x, cfg) -> np.ndarray:
@@ -84,32 +82,75 @@ def map_path(base: str, index: int, count: int) -> str:
   return f'{stem}_{index}{ext or ".png"}'
 
 
-def predict(images: Sequence[str], checkpoint: str, model_name: Optional[str], topk: int,
-            attention_map: Optional[str]) -> list[list[tuple[float, str]]]:
-  import jax
-  from vit_jax import backends
-  from vit_jax.models import registry
-  from vit_jax.checkpoints import load_params
-  from vit_jax.data.preprocess import decode_rgb, eval_crop, eval_crop_box, normalize
-  cfg, params = load_params(checkpoint, model_name, scan_layers=False)  # per-block attention
-  model = registry.module_from_config(cfg)
+def read_images(images: Sequence[str]) -> list:
+  from vit_jax.data.preprocess import decode_rgb
   pictures = []
   for path in images:
     try:
       pictures.append(decode_rgb(path))
     except (OSError, ValueError) as e:
       raise ValueError(f'{path}: cannot read the image ({type(e).__name__})') from None
-  crops = [eval_crop(p, cfg.image_size, cfg.crop_pct, cfg.interpolation, cfg.crop_mode)
-           for p in pictures]
-  x = normalize(np.stack(crops), cfg.mean, cfg.std)
+  return pictures
+
+
+def eval_inputs(pictures: list, image_size: int, crop_pct: float, interpolation: str,
+                crop_mode: str, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
+  """The model's eval transform of each picture, stacked: float32 NHWC."""
+  from vit_jax.data.preprocess import eval_crop, normalize
+  crops = [eval_crop(p, image_size, crop_pct, interpolation, crop_mode) for p in pictures]
+  return normalize(np.stack(crops), mean, std)
+
+
+def top_classes(probs: np.ndarray, names: Optional[Sequence[str]],
+                topk: int) -> list[list[tuple[float, str]]]:
+  results = []
+  for p in probs:
+    top = np.argsort(-p, kind='stable')[:topk]
+    results.append([(float(p[c]), names[c] if names else f'class {c}') for c in top])
+  return results
+
+
+def predict_exported(images: Sequence[str], model_path: str, fmt: str,
+                     topk: int) -> list[list[tuple[float, str]]]:
+  """Top classes from an exported model, run as a server runs it."""
+  from vit_jax.export import runtime
+  info, run = runtime.load(model_path, fmt)
+  if info['output']['name'] != 'logits':
+    raise ValueError(f'{model_path}: the model has no head (it returns '
+                     f'{info["output"]["name"]}); there are no classes to predict')
+  pre = info['preprocessing']
+  x = eval_inputs(read_images(images), pre['crop'], pre['crop_pct'], pre['interpolation'],
+                  pre['crop_mode'], pre['mean'], pre['std'])
+  logits = np.asarray(run(x), np.float64)
+  e = np.exp(logits - logits.max(axis=-1, keepdims=True))
+  return top_classes(e / e.sum(axis=-1, keepdims=True), info.get('class_names'), topk)
+
+
+def predict(images: Sequence[str], checkpoint: str, model_name: Optional[str], topk: int,
+            attention_map: Optional[str]) -> list[list[tuple[float, str]]]:
+  from vit_jax import export
+  fmt = export.format_of(checkpoint)
+  if fmt:
+    given = [flag for flag, v in (('--model', model_name), ('--attention_map', attention_map))
+             if v]
+    if given:
+      raise ValueError(f'{", ".join(given)}: not for an exported model ({checkpoint}); its '
+                       'architecture is fixed and it returns the logits only')
+    return predict_exported(images, checkpoint, fmt, topk)
+  import jax
+  from vit_jax import backends
+  from vit_jax.models import registry
+  from vit_jax.checkpoints import load_params
+  from vit_jax.data.preprocess import eval_crop_box
+  cfg, params = load_params(checkpoint, model_name, scan_layers=False)  # per-block attention
+  model = registry.module_from_config(cfg)
+  pictures = read_images(images)
+  x = eval_inputs(pictures, cfg.image_size, cfg.crop_pct, cfg.interpolation, cfg.crop_mode,
+                  cfg.mean, cfg.std)
   with backends.for_devices(jax.devices()[:1]):  # one program, not one per operation
     probs = np.asarray(jax.jit(lambda p, x: jax.nn.softmax(model.apply({'params': p}, x)))(
         params, x))
-  names = imagenet_class_names() if cfg.num_classes == 1000 else None
-  results = []
-  for p in probs:
-    top = np.argsort(-p)[:topk]
-    results.append([(float(p[c]), names[c] if names else f'class {c}') for c in top])
+  results = top_classes(probs, imagenet_class_names() if cfg.num_classes == 1000 else None, topk)
   if attention_map:
     maps = attention_rollout(model, params, x, cfg)
     for i, (picture, heat) in enumerate(zip(pictures, maps)):
@@ -121,7 +162,8 @@ def predict(images: Sequence[str], checkpoint: str, model_name: Optional[str], t
 def main(argv: Optional[Sequence[str]] = None) -> int:
   p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
   p.add_argument('images', nargs='+', metavar='IMAGE')
-  p.add_argument('--checkpoint', required=True, help='any file or directory load_params reads')
+  p.add_argument('--checkpoint', required=True, help='any file or directory load_params reads, '
+                 'or a model exported for serving (.jaxexport, .onnx)')
   p.add_argument('--model', help='registry name, where the checkpoint does not say it')
   p.add_argument('--topk', type=int, default=5)
   p.add_argument('--attention_map', metavar='OUT.png',

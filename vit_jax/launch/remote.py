@@ -84,13 +84,12 @@ def start(job: str, worker: int, attempt: int, cwd: str, env: Mapping[str, str],
   attempt's output begins)."""
   exports = ''.join(f'export {k}={shlex.quote(v)}; ' for k, v in env.items())
   line = shlex.join(command)
+  # the wrapper outlives a SIGTERM to its process group (a trap, which the
+  # command does not inherit, unlike an ignored signal) to record the exit code
   wrapper = f'''echo $$ > "$JOB/worker-{worker}.pid"
 trap : TERM INT
-{exports}{line} &
-child=$!
-while kill -0 "$child" 2>/dev/null; do wait "$child"; done  # a trapped signal ends a wait
-wait "$child"; rc=$?
-echo "$rc" > "$JOB/worker-{worker}.exit.tmp" && mv "$JOB/worker-{worker}.exit.tmp" "$JOB/worker-{worker}.exit"
+{exports}{line}
+echo "$?" > "$JOB/worker-{worker}.exit.tmp" && mv "$JOB/worker-{worker}.exit.tmp" "$JOB/worker-{worker}.exit"
 '''
   return f'''set -u
 JOB={job}

@@ -61,7 +61,7 @@ class Watcher(threading.Thread):
       if failures > RECONNECTS:
         self._results.put((self.worker, None, f'unreachable: {detail}'))
         return
-      time.sleep(2 ** failures)
+      time.sleep(failures)
 
   def _follow(self) -> tuple[Optional[int], bool, str]:
     """One connection: (exit code, whether the attempt ended, ssh's error)."""

@@ -36,8 +36,10 @@ def tiny_args(workdir, dataset, **overrides):
 
 
 def start(args, devices=2, env=None, cwd=ROOT):
+  """train.py with `args`; `env` adds variables (None removes one)."""
   full_env = dict(os.environ, XLA_FLAGS=xla_flags(devices),
                   JAX_PLATFORMS='cpu', **(env or {}))
+  full_env = {k: v for k, v in full_env.items() if v is not None}
   return subprocess.Popen([sys.executable, os.path.join(ROOT, 'train.py'), *args], cwd=cwd,
                           env=full_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                           text=True)

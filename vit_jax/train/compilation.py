@@ -12,6 +12,7 @@ from typing import Any, Callable, Optional
 import jax
 from jax.experimental.compilation_cache import compilation_cache
 
+from vit_jax import storage
 from vit_jax.workdir import Workdir
 
 _HIT = '/jax/compilation_cache/cache_hits'
@@ -33,6 +34,11 @@ def use_cache(enabled: bool, workdir: Workdir) -> Optional[str]:
   path = str(workdir.xla_cache)
   compilation_cache.reset_cache()  # JAX settles on a cache at its first compile
   compilation_cache.set_cache_dir(path)
+  if storage.is_remote(path):
+    # no eviction (its lock is a local file) and none of XLA's own GPU caches
+    # beside it (local paths only): a bucket keeps the executables alone
+    jax.config.update('jax_compilation_cache_max_size', -1)
+    jax.config.update('jax_persistent_cache_enable_xla_caches', '')
   if 'JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS' not in os.environ:
     jax.config.update('jax_persistent_cache_min_compile_time_secs', 0)
   return path

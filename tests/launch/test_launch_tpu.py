@@ -4,7 +4,8 @@ and runs the commands on local "workers": a Spot slice created as a queued
 resource, the code copied to every worker, the run preempted (the slice
 SUSPENDED, its VMs gone), the slice deleted and created again and the run
 finished there; on an existing slice stale TPU users and locks are cleared,
-a 42 is run again and a 2 is not; a missing gcloud is one line."""
+a 42 is run again and a 2 is not; a wheel is installed on the workers; a
+missing gcloud is one line."""
 import json
 import os
 import subprocess
@@ -154,3 +155,44 @@ def test_a_missing_gcloud_says_how_to_install_it(cloud, tmp_path):
   assert proc.returncode == 2 and stdout == ''
   assert stderr == ('error: gcloud not found on PATH: install the Google Cloud CLI '
                     '(https://cloud.google.com/sdk/docs/install), then run `gcloud auth login`\n')
+
+
+def _wheel(directory):
+  """A wheel of one module, `launch_probe`, made by hand."""
+  import base64
+  import hashlib
+  import zipfile
+  files = {'launch_probe.py': b'WHERE = "installed from the wheel"\n',
+           'launch_probe-1.0.dist-info/METADATA': b'Metadata-Version: 2.1\nName: launch-probe\n'
+                                                  b'Version: 1.0\n',
+           'launch_probe-1.0.dist-info/WHEEL': b'Wheel-Version: 1.0\nGenerator: hand\n'
+                                               b'Root-Is-Purelib: true\nTag: py3-none-any\n'}
+  record = ''.join(f'{name},sha256={base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()},{len(data)}\n'  # noqa: E501
+                   for name, data in files.items())
+  files['launch_probe-1.0.dist-info/RECORD'] = (
+      record + 'launch_probe-1.0.dist-info/RECORD,,\n').encode()
+  path = os.path.join(directory, 'launch_probe-1.0-py3-none-any.whl')
+  with zipfile.ZipFile(path, 'w') as z:
+    for name, data in files.items():
+      z.writestr(name, data)
+  return path
+
+
+def test_a_wheel_is_installed_on_every_worker(cloud, tmp_path):
+  env, state, checkout, out = cloud
+  node = fake_gcloud.Cloud(str(state))
+  node.make_node('one', 'v4-8')
+  node.save()
+  home = os.path.join(fake_gcloud.Cloud(str(state)).worker_root('one', 0), 'home')
+  subprocess.run([sys.executable, '-m', 'venv', os.path.join(home, 'venv')], check=True)
+  proc = subprocess.Popen(
+      [sys.executable, '-m', 'vit_jax.launch', '--tpu=one', '--zone=z', f'--code={_wheel(tmp_path)}',
+       '--python=~/venv/bin/python', '--name=probe', '--',
+       '../../venv/bin/python', '-c', 'import launch_probe, os; print(launch_probe.WHERE, '
+       'os.getcwd())'], cwd=checkout, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+      text=True)
+  stdout, stderr = proc.communicate(timeout=300)
+  assert proc.returncode == 0, stdout + stderr
+  assert not (state / 'violations.txt').exists(), (state / 'violations.txt').read_text()
+  assert 'installing launch_probe-1.0-py3-none-any.whl on every worker' in stdout
+  assert f'[0] installed from the wheel {home}/vit-jax-launch/probe' in stdout

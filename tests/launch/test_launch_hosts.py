@@ -94,6 +94,7 @@ def test_a_worker_killed_mid_run_is_rerun_with_the_other_and_ends_bit_identical(
   assert '--config.coordinator_address=127.0.0.1:' in attempt2  # ssh -G of the alias
   assert attempt2.endswith('--config.num_processes=2 --config.process_id=0')
   assert '[0] resumed from' in out
+  assert '[0] goodput ' in out and ' over 2 attempts (productive steps ' in out
   s_out, s_err = straight.communicate(timeout=600)
   assert straight.returncode == 0, s_out[-3000:] + s_err[-2000:]
   assert '[0] train 12/12' in s_out and '[1] === attempt 1 on ' in s_out

@@ -167,8 +167,9 @@ def _wheel(directory):
                                                   b'Version: 1.0\n',
            'launch_probe-1.0.dist-info/WHEEL': b'Wheel-Version: 1.0\nGenerator: hand\n'
                                                b'Root-Is-Purelib: true\nTag: py3-none-any\n'}
-  record = ''.join(f'{name},sha256={base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()},{len(data)}\n'  # noqa: E501
-                   for name, data in files.items())
+  digest = lambda data: base64.urlsafe_b64encode(  # noqa: E731
+      hashlib.sha256(data).digest()).rstrip(b'=').decode()
+  record = ''.join(f'{name},sha256={digest(data)},{len(data)}\n' for name, data in files.items())
   files['launch_probe-1.0.dist-info/RECORD'] = (
       record + 'launch_probe-1.0.dist-info/RECORD,,\n').encode()
   path = os.path.join(directory, 'launch_probe-1.0-py3-none-any.whl')
@@ -186,8 +187,8 @@ def test_a_wheel_is_installed_on_every_worker(cloud, tmp_path):
   home = os.path.join(fake_gcloud.Cloud(str(state)).worker_root('one', 0), 'home')
   subprocess.run([sys.executable, '-m', 'venv', os.path.join(home, 'venv')], check=True)
   proc = subprocess.Popen(
-      [sys.executable, '-m', 'vit_jax.launch', '--tpu=one', '--zone=z', f'--code={_wheel(tmp_path)}',
-       '--python=~/venv/bin/python', '--name=probe', '--',
+      [sys.executable, '-m', 'vit_jax.launch', '--tpu=one', '--zone=z',
+       f'--code={_wheel(tmp_path)}', '--python=~/venv/bin/python', '--name=probe', '--',
        '../../venv/bin/python', '-c', 'import launch_probe, os; print(launch_probe.WHERE, '
        'os.getcwd())'], cwd=checkout, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
       text=True)

@@ -3,7 +3,6 @@ time; a restart after a kill counts the steps it runs again as recomputed;
 goodput is the productive steps' share of every attempt's time."""
 import json
 
-import pytest
 from etils import epath
 
 from vit_jax.train.goodput import PHASES, Ledger

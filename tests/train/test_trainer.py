@@ -43,7 +43,6 @@ def test_between_log_steps_the_loop_moves_nothing_to_the_host_and_runs_ahead(tmp
   And with a step that keeps the device busy (a chain of matmuls on the
   state), the host dispatches the steps up to a log step before the device
   has finished the first: nothing waits for the device per step."""
-  import ast
   import time
 
   import jax
@@ -51,9 +50,7 @@ def test_between_log_steps_the_loop_moves_nothing_to_the_host_and_runs_ahead(tmp
   from jax._src import config as jax_config
   from jax._src.array import ArrayImpl
 
-  from configs.quickstart import get_config
-  from eval_helpers import photo_folder
-  from train_helpers import TINY_MODEL
+  from train_helpers import tiny_config
   from vit_jax.train import compilation
 
   to_numpy = ArrayImpl._single_device_array_to_np_array_did_copy
@@ -90,12 +87,7 @@ def test_between_log_steps_the_loop_moves_nothing_to_the_host_and_runs_ahead(tmp
     compiled.step = slow_step
     return compiled
   monkeypatch.setattr(compilation, 'compile_step', slow_compile)
-  config = get_config()
-  config.update(model_overrides=ast.literal_eval(TINY_MODEL), image_size=16, batch_size=8,
-                total_steps=8, warmup_steps=1, log_every=4, checkpoint_every=1000,
-                eval_dataset='', workers=2,
-                dataset=f'folder:{photo_folder(str(tmp_path / "data"), counts=(3, 3, 2))}')
-  train(config, str(tmp_path / 'work'))
+  train(tiny_config(tmp_path, total_steps=8, log_every=4), str(tmp_path / 'work'))
   assert not guarded and len(dispatched) == 8
   # steps 2-4 and 5-8 (the first call compiles `busy` for the whole state): a
   # wait for the device at each step would put at least a step's device time

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -187,7 +188,7 @@ def status(name: str) -> int:
         + (f', attempt {state["attempt"]} of {spec["retries"] + 1}' if state.get('attempt') else '')
         + (f', exit code {code}' if code is not None else '')
         + (f', launcher pid {pid}' if pid else ', no launcher running') + f' ({where})')
-  print(f'  command: {" ".join(spec["command"])}')
+  print(f'  command: {shlex.join(spec["command"])}')
   try:
     for i, text in enumerate(Job(spec, home, _print).worker_states()):
       print(f'  worker {i}: {text}')
@@ -219,8 +220,14 @@ def stop(name: str) -> int:
   pid = home.supervisor()
   spec = home.spec()
   if pid is None:
-    print(f'{name}: no launcher running it; stopping its workers')
-    Job(spec, home, _print).stop_now()
+    job = Job(spec, home, _print)
+    running = [i for i, text in enumerate(job.worker_states()) if text.startswith('running')]
+    if not running:
+      print(f'{name}: nothing running ({home.state().get("phase", "not started")})')
+      return FINISHED
+    print(f'{name}: no launcher running it; stopping worker{"s" * (len(running) > 1)} '
+          f'{", ".join(map(str, running))}')
+    job.stop_now(running)
     home.update_state(phase='stopped')
     return FINISHED
   print(f'{name}: stopping (launcher pid {pid}): SIGTERM to every worker, which saves')

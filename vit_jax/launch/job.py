@@ -231,11 +231,10 @@ class Job:
     thread.start()
     return thread
 
-  def stop_now(self) -> None:
-    """Stop every worker without a launcher running the job (it died)."""
-    argvs = [self.workers.ssh(i, remote.stop(self.job, i, self.spec['grace_s']))
-             for i in range(self.workers.count())]
-    for i, r in enumerate(run_all(argvs, timeout=self.spec['grace_s'] + 120)):
+  def stop_now(self, workers: list[int]) -> None:
+    """Stop `workers` without a launcher running the job (it died)."""
+    argvs = [self.workers.ssh(i, remote.stop(self.job, i, self.spec['grace_s'])) for i in workers]
+    for i, r in zip(workers, run_all(argvs, timeout=self.spec['grace_s'] + 120)):
       if r.returncode:
         self.say(f'worker {i} ({self.workers.label(i)}): {r.error_line()}')
 

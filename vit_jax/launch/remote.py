@@ -64,10 +64,12 @@ done
 
 def _clear_tpu(devices: Sequence[str] = TPU_DEVICES, lockfile: str = LIBTPU_LOCKFILE) -> str:
   globs = ' -o '.join(f'-lname {shlex.quote(d)}' for d in devices)
-  return f'''holders=$($SUDO find /proc/[0-9]*/fd -maxdepth 1 \\( {globs} \\) 2>/dev/null | cut -d/ -f3 | sort -u)
+  return f'''holders=$($SUDO find /proc/[0-9]*/fd -maxdepth 1 \\( {globs} \\) 2>/dev/null \\
+  | cut -d/ -f3 | sort -u)
 for p in $holders; do
   [ "$p" = "$$" ] && continue
-  echo "$(hostname): killing process $p, which holds the TPU: $(tr '\\0' ' ' < /proc/$p/cmdline 2>/dev/null)"
+  what=$(tr '\\0' ' ' < /proc/$p/cmdline 2>/dev/null)
+  echo "$(hostname): killing process $p, which holds the TPU: $what"
   $SUDO kill -KILL "$p" 2>/dev/null
   for i in $(seq 100); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
 done
@@ -89,7 +91,8 @@ def start(job: str, worker: int, attempt: int, cwd: str, env: Mapping[str, str],
   wrapper = f'''echo $$ > "$JOB/worker-{worker}.pid"
 trap : TERM INT
 {exports}{line}
-echo "$?" > "$JOB/worker-{worker}.exit.tmp" && mv "$JOB/worker-{worker}.exit.tmp" "$JOB/worker-{worker}.exit"
+echo "$?" > "$JOB/worker-{worker}.exit.tmp"
+mv "$JOB/worker-{worker}.exit.tmp" "$JOB/worker-{worker}.exit"
 '''
   return f'''set -u
 JOB={job}

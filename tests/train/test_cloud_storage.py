@@ -1,8 +1,8 @@
 """A gs:// workdir against a local storage emulator: killed with kill -9 and
 resumed, the run ends bit-identical to the same run on a local disk, with
-config.json, metrics.jsonl, goodput.jsonl, TensorBoard events and the
-compilation cache (the restart loads its step from there) in the bucket and
-nothing written locally; convert and eval read the bucket workdir; two processes
+config.json, metrics.jsonl, goodput.jsonl, TensorBoard events, a profile
+and the compilation cache (the restart loads its step from there) in the
+bucket and nothing written locally; convert and eval read the bucket workdir; two processes
 write one checkpoint set."""
 import json
 import os
@@ -58,9 +58,11 @@ def test_a_bucket_run_killed_and_resumed_ends_as_the_local_run(gcs, local_run): 
   out, _ = run(_args(workdir, data), env={**gcs, **own_cache, 'VIT_JAX_FAULT': 'step:6'},
                expect=-signal.SIGKILL, cwd=elsewhere)
   assert f'(cached in {workdir}/xla_cache)' in out
-  out, _ = run(_args(workdir, data), env={**gcs, **own_cache}, cwd=elsewhere)
+  out, _ = run(_args(workdir, data) + ['--config.profile_steps=5,2'], env={**gcs, **own_cache},
+               cwd=elsewhere)
   assert f'resumed from {workdir} at step 4' in out
   assert f'training step loaded from the compilation cache {workdir}/xla_cache' in out
+  assert f'profile of steps 5-6 written to {workdir}/tensorboard/plugins/profile' in out
   assert os.listdir(elsewhere) == []  # no ./gs:/... folder, nothing local
   bucket = epath.Path(workdir)
   assert sorted(p.name for p in (bucket / 'checkpoints').iterdir()) == ['4', '8']
@@ -73,7 +75,10 @@ def test_a_bucket_run_killed_and_resumed_ends_as_the_local_run(gcs, local_run): 
   # TensorBoard: one event file per process start. The killed one holds what
   # its writer thread had uploaded (a prefix of steps 1-5), the resumed one
   # steps 5-8, all of them written when it closed
-  events = sorted((bucket / 'tensorboard').iterdir())
+  profile = list((bucket / 'tensorboard' / 'plugins' / 'profile').glob('*/*.xplane.pb'))
+  assert len(profile) == 1 and profile[0].stat().length > 0
+  events = sorted(p for p in (bucket / 'tensorboard').iterdir()
+                  if p.name.startswith('events.out.tfevents'))
   assert len(events) == 2
   losses = [r['loss'] for r in rows]
   first, second = (_scalars(e, 'loss') for e in events)

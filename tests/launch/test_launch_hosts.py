@@ -1,7 +1,8 @@
 """The launcher's --hosts path against a real sshd on 127.0.0.1: two workers
 train together (two processes joined by jax.distributed, gloo collectives);
 worker 1 killed with kill -9 mid-run is noticed, worker 0 is stopped, both
-run again and end bit-identical to an uninterrupted run; a detached job is
+run again and end bit-identical to an uninterrupted run (of one process on
+two devices: the same numbers); a detached job is
 seen by status and logs and stopped (both workers save one step and exit
 42); an unreachable host is one line naming it and ssh's error."""
 import json
@@ -17,7 +18,7 @@ from conftest import xla_flags
 from eval_helpers import photo_folder
 from sshd_server import Sshd
 from train_helpers import (ROOT, assert_params_equal, final_params, free_port, metric_rows,
-                           tiny_args)
+                           start, tiny_args)
 
 
 @pytest.fixture(scope='module')
@@ -74,8 +75,9 @@ def _trainer_pid(work, process_id, timeout=120):
 
 def test_a_worker_killed_mid_run_is_rerun_with_the_other_and_ends_bit_identical(site):
   server, data, tmp, env = site
-  straight = _launcher(_launch_args(server, tmp, 'straight'), env,
-                       _train(tmp / 'straight', data))
+  # the uninterrupted run: one process on two devices (the same numbers as two
+  # processes of one device each)
+  straight = start(tiny_args(tmp / 'straight', data), devices=2)
   killed_work = tmp / 'killed'
   # 150 ms a step: checkpoint 4 is complete while steps 5-12 are still to come
   killed = _launcher(_launch_args(server, tmp, 'killed', '--retries', '2',
@@ -97,7 +99,7 @@ def test_a_worker_killed_mid_run_is_rerun_with_the_other_and_ends_bit_identical(
   assert '[0] goodput ' in out and ' over 2 attempts (productive steps ' in out
   s_out, s_err = straight.communicate(timeout=600)
   assert straight.returncode == 0, s_out[-3000:] + s_err[-2000:]
-  assert '[0] train 12/12' in s_out and '[1] === attempt 1 on ' in s_out
+  assert '[0] train 12/12' in out and '[1] === attempt 2 on ' in out
   assert_params_equal(final_params(killed_work), final_params(tmp / 'straight'))
   assert metric_rows(killed_work) == metric_rows(tmp / 'straight')
   ledger = [json.loads(l) for l in (killed_work / 'goodput.jsonl').read_text().splitlines()]

@@ -74,8 +74,9 @@ class Job:
     fresh = True
     if self.queued is not None:
       self.queued.ensure()
-    retries = self.spec['retries']
-    for attempt in range(1, retries + 2):
+    retries, attempt = self.spec['retries'], 0
+    while True:
+      attempt += 1
       code = self._one_attempt(attempt, fresh)
       fresh = False
       if code == FINISHED:
@@ -97,7 +98,6 @@ class Job:
         fresh = True
       self.say(f'{self.spec["name"]}: {describe(code)}: running it again, attempt {attempt + 1} '
                f'of {retries + 1}')
-    raise AssertionError('unreachable')
 
   def _one_attempt(self, attempt: int, fresh: bool) -> Optional[int]:
     self.home.update_state(phase='preparing', attempt=attempt)
@@ -105,6 +105,8 @@ class Job:
       if fresh:
         self._ship_code()
       self._on_all(remote.prepare(self.job, self._cwd(), self.workers.tpu), 'preparing')
+      if self.stops_requested:  # asked to stop before anything started
+        return None
       offsets = self._start(attempt)
     except LaunchError as e:
       if attempt == 1 or e.code == USER_ERROR:  # at the start: bad hosts, names, paths
@@ -158,8 +160,8 @@ class Job:
       for line in r.stdout.splitlines():
         self.say(line)
       if r.returncode:
-        who = f'worker {i} ({self.workers.label(i)})' if len(results) > 1 or not \
-            self.workers.tpu else f'TPU {self.spec["tpu"]}'
+        who = (f'TPU {self.spec["tpu"]}' if self.workers.tpu and len(results) == 1  # --worker=all
+               else f'worker {i} ({self.workers.label(i)})')
         raise LaunchError(f'{who}: {what}: {r.error_line()}',
                           USER_ERROR if r.returncode != 255 else RESUMABLE)
 

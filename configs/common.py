@@ -55,4 +55,12 @@ def base_config() -> ml_collections.ConfigDict:
   c.num_processes = ml_collections.FieldReference(None, field_type=int)
   c.process_id = ml_collections.FieldReference(None, field_type=int)
   c.heartbeat_timeout_s = 100     # multi-host: a process silent this long is lost; all stop
+
+  # --- operating a run: watchdog, profiles, compilation cache ---
+  # no step done in this long: stacks to stderr, exit 42; None: automatic
+  # (off on CPU, else 3 x (compile + a log interval), >= 60 s); 0: off
+  c.step_timeout_s = ml_collections.FieldReference(None, field_type=float)
+  c.profile_steps = ''            # 'START,COUNT': a profiler trace to DIR/tensorboard/plugins/profile
+  c.profile_all_hosts = False     # profile every process, not only process 0
+  c.compilation_cache = True      # JAX's persistent compilation cache in DIR/xla_cache
   return c

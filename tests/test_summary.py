@@ -7,6 +7,7 @@ import numpy as np
 
 import vit_jax
 from vit_jax import parallel, summary
+from vit_jax.workdir import Workdir
 
 
 def _config(**kw):
@@ -31,11 +32,11 @@ def test_the_start_up_lines_say_devices_batch_and_parameters():
 
 
 def test_the_workdir_keeps_the_config_and_a_resume_names_what_changed(tmp_path):
-  assert summary.keep_config(_config(), str(tmp_path)) is None
+  assert summary.keep_config(_config(), Workdir.at(tmp_path)) is None
   kept = json.loads((tmp_path / 'config.json').read_text())
   assert kept == {'model': 'vit_base_patch16_224', 'lr': 0.1, 'batch_size': 8,
                   'model_overrides': {'num_classes': 10}}
-  assert summary.keep_config(_config(), str(tmp_path)) == []
+  assert summary.keep_config(_config(), Workdir.at(tmp_path)) == []
   changed = summary.keep_config(_config(lr=0.2, model_overrides={'num_classes': 5}),
-                                str(tmp_path))
+                                Workdir.at(tmp_path))
   assert changed == ['lr (0.1 -> 0.2)', 'model_overrides.num_classes (10 -> 5)']

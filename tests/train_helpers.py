@@ -35,9 +35,26 @@ def tiny_args(workdir, dataset, **overrides):
       f'--config.{k}={v}' for k, v in args.items()]
 
 
+def tiny_config(tmp_path, **overrides):
+  """The quickstart config with the tiny model on a photo folder under
+  `tmp_path`, for a run in the test's own process."""
+  import ast
+
+  from configs.quickstart import get_config
+  from eval_helpers import photo_folder
+  config = get_config()
+  config.update(model_overrides=ast.literal_eval(TINY_MODEL), image_size=16, batch_size=8,
+                warmup_steps=1, checkpoint_every=1000, eval_dataset='', workers=2,
+                dataset=f'folder:{photo_folder(str(tmp_path / "data"), counts=(3, 3, 2))}')
+  config.update(overrides)
+  return config
+
+
 def start(args, devices=2, env=None, cwd=ROOT):
+  """train.py with `args`; `env` adds variables (None removes one)."""
   full_env = dict(os.environ, XLA_FLAGS=xla_flags(devices),
                   JAX_PLATFORMS='cpu', **(env or {}))
+  full_env = {k: v for k, v in full_env.items() if v is not None}
   return subprocess.Popen([sys.executable, os.path.join(ROOT, 'train.py'), *args], cwd=cwd,
                           env=full_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                           text=True)

@@ -10,10 +10,11 @@ from typing import Iterator, Optional
 
 import jax
 
+from vit_jax import exit_codes
+
 # What a collective (gloo, NCCL) or JAX's coordination service says when a
 # peer process is gone.
 _PEER_GONE = re.compile(r'Connection (closed|reset) by peer|heartbeat|UNAVAILABLE|Socket closed')
-EXIT_LOST_WORKER = 75  # EX_TEMPFAIL: the same command may succeed when run again
 
 
 def initialize(coordinator_address: Optional[str], num_processes: Optional[int],
@@ -52,7 +53,7 @@ def _peer_gone(error: BaseException) -> Optional[str]:
 @contextlib.contextmanager
 def exit_when_a_worker_is_lost(rerun: str) -> Iterator[None]:
   """In a multi-process run, an error saying that another process is gone
-  ends this one at once with one line and EXIT_LOST_WORKER; `rerun` says
+  ends this one at once with one line and exit code 42 (resumable); `rerun` says
   what running the command again does. Exiting directly skips JAX's exit
   handler, whose shutdown barrier would wait for the lost process until the
   heartbeat timeout and then abort with a C++ stack trace."""
@@ -66,4 +67,4 @@ def exit_when_a_worker_is_lost(rerun: str) -> Iterator[None]:
     print(f'error: process {jax.process_index()} of {jax.process_count()} lost another worker '
           f'({cause}); run the same command again on every worker: {rerun}',
           file=sys.stderr, flush=True)
-    os._exit(EXIT_LOST_WORKER)
+    os._exit(exit_codes.RESUMABLE)

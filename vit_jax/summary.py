@@ -12,7 +12,7 @@ import ml_collections
 import numpy as np
 from jax.sharding import Mesh
 
-from vit_jax import storage
+from vit_jax.workdir import Workdir
 
 PACKAGES = ('jax', 'flax', 'optax', 'orbax-checkpoint')
 
@@ -68,12 +68,12 @@ def _flat(d: dict, prefix: str = '') -> dict:
   return out
 
 
-def keep_config(config: ml_collections.ConfigDict, workdir: str) -> Optional[list[str]]:
-  """Write WORKDIR/config.json (process 0); returns the keys whose values
+def keep_config(config: ml_collections.ConfigDict, workdir: Workdir) -> Optional[list[str]]:
+  """Write the workdir's config.json (process 0); returns the keys whose values
   differ from a config.json already there (a resumed run), else None."""
   if jax.process_index() != 0:
     return None
-  path = storage.resolve(workdir) / 'config.json'
+  path = workdir.config
   new = json.loads(json.dumps(config.to_dict()))
   changed = None
   if path.exists():

@@ -1,5 +1,5 @@
 """The package installed (not editable) and run from outside the checkout:
-its four commands answer --help, and vit-jax-train runs the quickstart
+its commands answer --help, and vit-jax-train runs the quickstart
 recipe by name."""
 import json
 import os
@@ -9,7 +9,7 @@ import sys
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-COMMANDS = ('vit-jax-train', 'vit-jax-eval', 'vit-jax-convert', 'vit-jax-predict')
+COMMANDS = ('vit-jax-train', 'vit-jax-eval', 'vit-jax-convert', 'vit-jax-predict', 'vit-jax-launch')
 
 
 @pytest.fixture(scope='module')

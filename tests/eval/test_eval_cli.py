@@ -69,7 +69,7 @@ def test_same_counts_and_accuracy_on_any_device_and_host_count(setup):
       f'--config.process_id={i}', '--config.strict=True'], devices=2) for i in range(2)]
   for p in strict:  # both hosts stop, and both name the file only host 1 read
     _, err = p.communicate(timeout=240)
-    assert p.returncode == 1 and 'Traceback' not in err, err[-2000:]
+    assert p.returncode == 2 and 'Traceback' not in err, err[-2000:]  # bad data: a user error
     assert 'error: cannot decode image class_1/broken.jpg' in err
   metrics = {k: json.load(open(v / 'metrics.json')) for k, v in runs.items()}
   logits = {k: np.load(v / 'logits.npz') for k, v in runs.items()}

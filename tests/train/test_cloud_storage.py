@@ -1,7 +1,8 @@
 """A gs:// workdir against a local storage emulator: killed with kill -9 and
 resumed, the run ends bit-identical to the same run on a local disk, with
-config.json, metrics.jsonl and TensorBoard events in the bucket and nothing
-written locally; convert and eval read the bucket workdir; two processes
+config.json, metrics.jsonl, goodput.jsonl, TensorBoard events, a profile
+and the compilation cache (the restart loads its step from there) in the
+bucket and nothing written locally; convert and eval read the bucket workdir; two processes
 write one checkpoint set."""
 import json
 import os
@@ -53,21 +54,31 @@ def test_a_bucket_run_killed_and_resumed_ends_as_the_local_run(gcs, local_run): 
   workdir = f'gs://{BUCKET}/b16'
   elsewhere = tmp / 'elsewhere'
   elsewhere.mkdir()
-  run(_args(workdir, data), env={**gcs, 'VIT_JAX_FAULT': 'step:6'}, expect=-signal.SIGKILL,
-      cwd=elsewhere)
-  out, _ = run(_args(workdir, data), env=gcs, cwd=elsewhere)
+  own_cache = {'JAX_COMPILATION_CACHE_DIR': None}  # the workdir's, not the test suite's
+  out, _ = run(_args(workdir, data), env={**gcs, **own_cache, 'VIT_JAX_FAULT': 'step:6'},
+               expect=-signal.SIGKILL, cwd=elsewhere)
+  assert f'(cached in {workdir}/xla_cache)' in out
+  out, _ = run(_args(workdir, data) + ['--config.profile_steps=5,2'], env={**gcs, **own_cache},
+               cwd=elsewhere)
   assert f'resumed from {workdir} at step 4' in out
+  assert f'training step loaded from the compilation cache {workdir}/xla_cache' in out
+  assert f'profile of steps 5-6 written to {workdir}/tensorboard/plugins/profile' in out
   assert os.listdir(elsewhere) == []  # no ./gs:/... folder, nothing local
   bucket = epath.Path(workdir)
   assert sorted(p.name for p in (bucket / 'checkpoints').iterdir()) == ['4', '8']
   assert json.loads((bucket / 'config.json').read_text())['total_steps'] == 8
+  ledger = [json.loads(l) for l in (bucket / 'goodput.jsonl').read_text().splitlines()]
+  assert [r['steps'] for r in ledger if r['phase'] == 'recomputed'] == [0, 1]  # step 5 again
   assert_params_equal(final_params(workdir), final_params(tmp / 'local'))
   rows = metric_rows(workdir)
   assert rows == metric_rows(tmp / 'local') and [r['step'] for r in rows] == list(range(1, 9))
   # TensorBoard: one event file per process start. The killed one holds what
   # its writer thread had uploaded (a prefix of steps 1-5), the resumed one
   # steps 5-8, all of them written when it closed
-  events = sorted((bucket / 'tensorboard').iterdir())
+  profile = list((bucket / 'tensorboard' / 'plugins' / 'profile').glob('*/*.xplane.pb'))
+  assert len(profile) == 1 and profile[0].stat().length > 0
+  events = sorted(p for p in (bucket / 'tensorboard').iterdir()
+                  if p.name.startswith('events.out.tfevents'))
   assert len(events) == 2
   losses = [r['loss'] for r in rows]
   first, second = (_scalars(e, 'loss') for e in events)
@@ -113,7 +124,7 @@ def test_two_processes_write_one_checkpoint_set(gcs, local_run):  # noqa: F811
     assert p.returncode == 0, err[-3000:]
   bucket = epath.Path(workdir)
   assert sorted(p.name for p in bucket.iterdir()) == [
-      'checkpoints', 'config.json', 'metrics.jsonl', 'tensorboard']
+      'checkpoints', 'config.json', 'goodput.jsonl', 'metrics.jsonl', 'tensorboard']
   assert sorted(p.name for p in (bucket / 'checkpoints').iterdir()) == ['4', '8']
   assert len(list((bucket / 'tensorboard').iterdir())) == 1
   rows, local = metric_rows(workdir), metric_rows(tmp / 'local')

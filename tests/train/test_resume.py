@@ -1,6 +1,6 @@
-"""Kill -9 (twice, once in the middle of a checkpoint save) and SIGTERM:
-the resumed run ends bit-identical to an uninterrupted one, whether its input
-was decoded in threads or in worker processes."""
+"""Kill -9 (twice, once in the middle of a checkpoint save) and SIGTERM
+(saved, exit 42): the resumed run ends bit-identical to an uninterrupted one,
+whether its input was decoded in threads or in worker processes."""
 import os
 import signal
 import time
@@ -38,7 +38,7 @@ def test_sigkill_at_a_step_and_during_a_save_then_resume_is_bit_exact(reference)
   assert [r['step'] for r in metric_rows(work)] == list(range(1, 13))
 
 
-def test_sigterm_saves_at_the_next_step_and_exits_zero(reference):
+def test_sigterm_saves_at_the_next_step_and_exits_42(reference):
   tmp, data = reference
   work = tmp / 'preempted'
   proc = start(tiny_args(work, data, total_steps=400, checkpoint_every=1000,
@@ -56,8 +56,8 @@ def test_sigterm_saves_at_the_next_step_and_exits_zero(reference):
   for pid in [proc.pid, *workers]:
     os.kill(pid, signal.SIGTERM)
   out, err = proc.communicate(timeout=120)
-  assert proc.returncode == 0, err[-2000:]
-  assert 'SIGTERM: saved step' in out
+  assert proc.returncode == 42, err[-2000:]  # stopped and resumable
+  assert 'SIGTERM: saved step' in out and 'exiting with 42: the same command resumes' in out
   saved = int(os.listdir(work / 'checkpoints')[0])
   assert 3 <= saved < 400
   out, _ = run(tiny_args(work, data, total_steps=saved + 2, checkpoint_every=1000))

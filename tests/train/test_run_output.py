@@ -2,7 +2,6 @@
 progress as plain lines when stdout is a file, each with the step time and
 the input wait, WORKDIR/config.json, a resumed run naming the config keys
 that changed, and a warning when the steps wait for their input."""
-import ast
 import json
 import os
 import subprocess
@@ -11,7 +10,7 @@ import time
 
 from eval_helpers import photo_folder
 from conftest import xla_flags
-from train_helpers import ROOT, TINY_MODEL, tiny_args
+from train_helpers import ROOT, tiny_args, tiny_config
 
 
 def _run_to_file(args, log_path, devices=1):
@@ -72,7 +71,6 @@ def test_a_slow_input_is_named_with_the_keys_to_raise(tmp_path, monkeypatch, cap
   """Batches that take 0.2 s each to arrive: steps 2-4 wait for theirs (the
   last two were fetched ahead), and one warning says so once the first
   interval (the compile) is past."""
-  from configs.quickstart import get_config
   from vit_jax.train import trainer
 
   batches = trainer.train_batches
@@ -82,13 +80,8 @@ def test_a_slow_input_is_named_with_the_keys_to_raise(tmp_path, monkeypatch, cap
       time.sleep(0.2)
       yield batch
   monkeypatch.setattr(trainer, 'train_batches', slow_batches)
-  config = get_config()
-  config.update(model_overrides=ast.literal_eval(TINY_MODEL), image_size=16, batch_size=8,
-                total_steps=6, warmup_steps=1, log_every=1, checkpoint_every=1000,
-                eval_dataset='', workers=2,
-                dataset=f'folder:{photo_folder(str(tmp_path / "data"), counts=(3, 3, 2))}')
   work = tmp_path / 'work'
-  trainer.train(config, str(work))
+  trainer.train(tiny_config(tmp_path, total_steps=6, log_every=1), str(work))
   lines = capsys.readouterr().out.splitlines()
   rows = [json.loads(line) for line in (work / 'metrics.jsonl').read_text().splitlines()]
   assert all(r['input_wait'] > 0.5 for r in rows[1:4]), rows

@@ -33,3 +33,65 @@ def test_a_short_quickstart_lowers_the_loss_and_beats_chance(tmp_path, capsys):
   assert os.listdir(os.path.join(workdir, 'checkpoints')) == ['100']
   assert any(n.startswith('events.out.tfevents')
              for n in os.listdir(os.path.join(workdir, 'tensorboard')))
+
+
+def test_between_log_steps_the_loop_moves_nothing_to_the_host_and_runs_ahead(tmp_path,
+                                                                             monkeypatch):
+  """The loop's steps run under jax.transfer_guard_device_to_host('disallow_explicit').
+  CPU arrays are host memory, so JAX does not check the guard on the CPU:
+  here the conversion of an array to NumPy checks it, as on TPU and GPU.
+  And with a step that keeps the device busy (a chain of matmuls on the
+  state), the host dispatches the steps up to a log step before the device
+  has finished the first: nothing waits for the device per step."""
+  import time
+
+  import jax
+  import jax.numpy as jnp
+  from jax._src import config as jax_config
+  from jax._src.array import ArrayImpl
+
+  from train_helpers import tiny_config
+  from vit_jax.train import compilation
+
+  to_numpy = ArrayImpl._single_device_array_to_np_array_did_copy
+  guarded = []
+
+  def checked(self):
+    if (jax_config.transfer_guard_device_to_host.value or '').startswith('disallow'):
+      guarded.append(self.shape)
+      raise RuntimeError('device-to-host transfer in the guarded loop')
+    return to_numpy(self)
+  monkeypatch.setattr(ArrayImpl, '_single_device_array_to_np_array_did_copy', checked)
+
+  @jax.jit
+  def busy(state):  # about a step's worth of device work that the next step waits on
+    m = jnp.full((384, 384), 1 / 384) + state['step'] * 0
+    m = jax.lax.fori_loop(0, 60, lambda i, m: jnp.tanh(m @ m), m)
+    return {**state, 'step': state['step'] + (m[0, 0] * 0).astype(state['step'].dtype)}
+  state = {'step': jnp.zeros((), jnp.int32)}
+  busy(state)['step'].block_until_ready()
+  start = time.perf_counter()
+  busy(state)['step'].block_until_ready()
+  busy_s = time.perf_counter() - start
+
+  compile_step, dispatched = compilation.compile_step, []
+
+  def slow_compile(*args):
+    compiled = compile_step(*args)
+    step = compiled.step
+
+    def slow_step(state, images, labels):
+      dispatched.append(time.perf_counter())
+      state, metrics = step(state, images, labels)
+      return busy(state), metrics
+    compiled.step = slow_step
+    return compiled
+  monkeypatch.setattr(compilation, 'compile_step', slow_compile)
+  train(tiny_config(tmp_path, total_steps=8, log_every=4), str(tmp_path / 'work'))
+  assert not guarded and len(dispatched) == 8
+  # steps 2-4 and 5-8 (the first call compiles `busy` for the whole state): a
+  # wait for the device at each step would put at least a step's device time
+  # between two; the host's own work (on the same cores here) takes far less
+  for first, last in ((1, 3), (4, 7)):
+    assert dispatched[last] - dispatched[first] < (last - first) * busy_s / 2, (
+        dispatched, busy_s)

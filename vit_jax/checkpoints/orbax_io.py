@@ -16,6 +16,7 @@ from etils import epath
 from vit_jax import storage
 from vit_jax.models import registry
 from vit_jax.checkpoints.errors import CheckpointError
+from vit_jax.workdir import Workdir
 
 FORMAT = 'vit_jax'
 DATA_FILE_BYTES = 32 << 20  # see write()
@@ -40,8 +41,8 @@ def config_from_record(record: dict, source: str) -> ml_collections.ConfigDict:
 def latest_step_dir(path: str) -> Optional[epath.Path]:
   """The newest complete step of a CheckpointManager root or a workdir."""
   root = storage.resolve(path)
-  if (root / 'checkpoints').is_dir():
-    root = root / 'checkpoints'
+  if Workdir(root).checkpoints.is_dir():
+    root = Workdir(root).checkpoints
   steps = [int(d.name) for d in root.iterdir() if d.name.isdigit() and (d / 'params').is_dir()]
   if not steps:
     return None

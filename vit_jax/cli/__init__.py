@@ -15,12 +15,26 @@ from typing import NoReturn, Optional
 from absl import flags
 from ml_collections import config_flags
 
+from vit_jax import exit_codes
 from vit_jax.cli import recipes
 
 
-def fail(message: str, code: int = 1) -> NoReturn:
+def fail(message: str, code: int = exit_codes.CRASH) -> NoReturn:
   print(f'error: {message}', file=sys.stderr)
   sys.exit(code)
+
+
+# what a user can fix: a bad config, flag, path or dataset (ValueError covers
+# the project's own DatasetError, CheckpointError, UnknownModelError, ...)
+USER_ERRORS = (ValueError, FileNotFoundError, PermissionError, IsADirectoryError,
+               NotADirectoryError)
+
+
+def fail_with(error: Exception) -> NoReturn:
+  """One line for an error the run cannot go on from: exit 2 when the user can
+  fix it (never worth a rerun), else 1."""
+  code = exit_codes.USER_ERROR if isinstance(error, USER_ERRORS) else exit_codes.CRASH
+  fail(str(error), code)
 
 
 def _override_error(e: Exception) -> NoReturn:
@@ -29,7 +43,8 @@ def _override_error(e: Exception) -> NoReturn:
   key = re.search(r"'([A-Za-z_][\w.]*)'", text)
   hint = re.search(r'Did you mean "[^"]+" instead of "[^"]+"\?', text)
   message = f'unknown config key {key.group(1)!r}' if key else ' '.join(text.split())
-  fail(f'bad --config override: {message}' + (f' ({hint.group(0)})' if hint else ''), 2)
+  fail(f'bad --config override: {message}' + (f' ({hint.group(0)})' if hint else ''),
+       exit_codes.USER_ERROR)
 
 
 def one_line(text: str) -> str:
@@ -71,7 +86,7 @@ def parse_flags(argv: list[str]) -> list[str]:
   except (KeyError, AttributeError) as e:
     _override_error(e)
   except (flags.Error, ValueError, TypeError) as e:
-    fail(f'bad flag: {one_line(str(e))}', 2)
+    fail(f'bad flag: {one_line(str(e))}', exit_codes.USER_ERROR)
 
 
 def run_absl(main, doc: str) -> None:
@@ -99,7 +114,7 @@ def finish_plan(plan: dict, plan_json: Optional[str]) -> NoReturn:
   if plan_json:
     report.write_json(plan, plan_json)
     print(f'wrote {plan_json}')
-  sys.exit(0 if plan['fits'] else 3)
+  sys.exit(exit_codes.FINISHED if plan['fits'] else exit_codes.DOES_NOT_FIT)
 
 
 def load_config(holder):
@@ -108,9 +123,9 @@ def load_config(holder):
     config = holder.value
     config.get('model')
   except Exception as e:  # noqa: BLE001 -- ml_collections defers load errors to here
-    fail(f'bad --config: {one_line(str(e))}', 2)
+    fail(f'bad --config: {one_line(str(e))}', exit_codes.USER_ERROR)
   try:
     recipes.apply_overrides(config, _MODEL_OVERRIDES)
   except ValueError as e:
-    fail(str(e), 2)
+    fail(str(e), exit_codes.USER_ERROR)
   return config

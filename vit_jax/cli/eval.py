@@ -5,6 +5,8 @@
 
 With `--compile_for=TOPOLOGY [--plan_json=PATH]` it compiles the eval step
 for a TPU slice on this machine, prints the plan and exits (0: it fits).
+Exit codes: 0 done, 1 a crash, 2 a user error (one line), 3 `--compile_for`
+does not fit, 42 a lost worker (the same command starts over).
 """
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ import json
 
 from absl import app, logging
 
-from vit_jax.cli import (define_config, define_plan_flags, fail, finish_plan, load_config,
+from vit_jax.cli import (define_config, define_plan_flags, fail_with, finish_plan, load_config,
                          run_absl)
 
 _CONFIG = define_config('configs/eval.py', 'evaluation config (ml_collections file)')
@@ -64,11 +66,12 @@ def evaluate_checkpoint(config) -> dict:
              'checkpoint': config.checkpoint, 'dataset': config.dataset}
   if jax.process_index() == 0:
     from vit_jax import storage
-    workdir = storage.resolve(config.workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
-    (workdir / 'metrics.json').write_text(json.dumps(metrics, indent=1))
+    from vit_jax.workdir import Workdir
+    workdir = Workdir.at(config.workdir)
+    workdir.root.mkdir(parents=True, exist_ok=True)
+    workdir.eval_metrics.write_text(json.dumps(metrics, indent=1))
     if config.write_logits:
-      storage.write_file(workdir / 'logits.npz', lambda f: np.savez(
+      storage.write_file(workdir.logits, lambda f: np.savez(
           f, logits=result['logits'], labels=result['labels'], ids=result['ids']))
     skipped = f'  skipped {metrics["num_skipped"]} unreadable' if metrics['num_skipped'] else ''
     print(f'{model_cfg.name} on {config.dataset}: top-1 {100 * metrics["top1"]:.2f}%  '
@@ -91,7 +94,7 @@ def main(argv) -> None:
     with distributed.exit_when_a_worker_is_lost('the evaluation starts over'):
       evaluate_checkpoint(config)
   except (ValueError, OSError) as e:  # topology, dataset, checkpoint and config errors
-    fail(str(e))
+    fail_with(e)
 
 
 def run() -> None:

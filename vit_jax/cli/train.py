@@ -3,16 +3,21 @@
     vit-jax-train --config=configs/FILE.py[:ARG] --workdir=DIR [--config.KEY=VALUE ...]
 
 Started again with the same workdir, it resumes from the latest complete
-checkpoint; SIGTERM saves at the next step boundary and exits 0. With
+checkpoint. Exit codes: 0 finished, 1 a crash, 2 a user error (one line),
+3 `--compile_for` does not fit, 42 stopped and resumable (SIGTERM saved, a
+lost worker, a stuck step: the same command resumes). With
 `--compile_for=TOPOLOGY [--plan_json=PATH]` it compiles the same step for a
 TPU slice on this machine, prints the plan and exits (0: it fits) instead.
 """
 from __future__ import annotations
 
+import sys
+
 from absl import app, flags, logging
 
-from vit_jax.cli import (define_config, define_plan_flags, fail, finish_plan, load_config,
-                         run_absl)
+from vit_jax import exit_codes
+from vit_jax.cli import (define_config, define_plan_flags, fail, fail_with, finish_plan,
+                         load_config, run_absl)
 
 _CONFIG = define_config('configs/quickstart.py', 'training config (ml_collections file)')
 _WORKDIR = flags.DEFINE_string('workdir', None, 'checkpoints, metrics.jsonl and TensorBoard')
@@ -31,19 +36,23 @@ def main(argv) -> None:
     try:
       plan = plan_training(config, _COMPILE_FOR.value)
     except ValueError as e:  # topology, batch and config errors
-      fail(str(e), 2)
+      fail(str(e), exit_codes.USER_ERROR)
     finish_plan(plan, _PLAN_JSON.value)
   if not _WORKDIR.value:
-    fail('set --workdir: checkpoints and metrics go there', 2)
+    fail('set --workdir: checkpoints and metrics go there', exit_codes.USER_ERROR)
   from vit_jax import distributed
-  from vit_jax.train.trainer import NonFiniteError, train
+  from vit_jax.train.trainer import NonFiniteError, Preempted, train
   try:
     distributed.initialize(config.coordinator_address, config.num_processes, config.process_id,
                            config.heartbeat_timeout_s)
     with distributed.exit_when_a_worker_is_lost('it resumes from the last complete checkpoint'):
       train(config, _WORKDIR.value)
-  except (ValueError, OSError, NonFiniteError) as e:  # config, data, checkpoint errors
-    fail(str(e))
+  except Preempted:
+    sys.exit(exit_codes.RESUMABLE)
+  except NonFiniteError as e:  # the recipe's (or the data's) doing: a rerun does the same
+    fail(str(e), exit_codes.USER_ERROR)
+  except (ValueError, OSError) as e:  # config, data, checkpoint errors
+    fail_with(e)
 
 
 def run() -> None:

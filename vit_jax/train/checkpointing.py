@@ -15,17 +15,17 @@ from typing import Any, Optional
 import ml_collections
 import orbax.checkpoint as ocp
 
-from vit_jax import storage
 from vit_jax.checkpoints.orbax_io import model_record
+from vit_jax.workdir import Workdir
 
 _REST = ('opt_state', 'rng', 'step', 'bad_step')
 
 
 class Checkpointer:
 
-  def __init__(self, workdir: str, keep: int):
+  def __init__(self, workdir: Workdir, keep: int):
     self.manager = ocp.CheckpointManager(
-        storage.resolve(workdir) / 'checkpoints',
+        workdir.checkpoints,
         options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
                                              enable_async_checkpointing=True))
 

@@ -7,6 +7,7 @@ from typing import Optional
 import jax
 
 from vit_jax import storage
+from vit_jax.workdir import Workdir
 
 
 class MetricsWriter:
@@ -15,9 +16,9 @@ class MetricsWriter:
   storage has no appends: there the file is uploaded whole at each write
   (TensorBoard's event file too, by tensorboardX's gs:// writer)."""
 
-  def __init__(self, workdir: str, resume_step: Optional[int]):
+  def __init__(self, workdir: Workdir, resume_step: Optional[int]):
     self.enabled = jax.process_index() == 0
-    self.path = storage.resolve(workdir) / 'metrics.jsonl'
+    self.path = workdir.metrics
     self._rows: list[str] = []
     self._tb = None
     if not self.enabled:
@@ -29,7 +30,7 @@ class MetricsWriter:
                     if resume_step is not None and json.loads(r)['step'] <= resume_step]
       self.path.write_text(''.join(self._rows))
     from tensorboardX import SummaryWriter
-    self._tb = SummaryWriter(str(self.path.parent / 'tensorboard'))
+    self._tb = SummaryWriter(str(workdir.tensorboard))
 
   def write(self, step: int, values: dict) -> None:
     if not self.enabled:

@@ -1,31 +1,36 @@
 """The training loop, in explicit sections like big_vision's train.py.
 
 Model and data config -> mesh and shardings from the abstract state ->
-restore or initialise (jit with out_shardings) -> jitted, donating step ->
-loop: log, evaluate, checkpoint, and stop cleanly on SIGTERM or a
-non-finite step.
+restore or initialise (jit with out_shardings) -> the donating step, compiled
+ahead (through the workdir's compilation cache) -> loop: log, evaluate,
+checkpoint, and stop cleanly on SIGTERM, a non-finite step or a stuck one.
+Between log steps the loop moves nothing from the devices to the host: steps
+are dispatched while the devices run the previous ones.
 """
 from __future__ import annotations
 
 import os
 import signal
+import time
 
 import jax
 import ml_collections
-import numpy as np
-from jax.experimental import multihost_utils
 
-from vit_jax import parallel, summary
+from vit_jax import backends, parallel, summary
 from vit_jax.data.sources import DatasetError, open_source
 from vit_jax.data.train_pipeline import default_workers, train_batches
 from vit_jax.progress import Progress
+from vit_jax.train import compilation, goodput, profiling, watchdog
 from vit_jax.train.checkpointing import Checkpointer
 from vit_jax.train.metrics import MetricsWriter
+from vit_jax.train.preemption import Preemption
 from vit_jax.train.program import build, model_config_of, model_overrides
 from vit_jax.train.step_timer import InputBoundWarning, for_program
+from vit_jax.workdir import Workdir
 
 # Tests: 'step:N' SIGKILLs the process before step N (once earlier saves are
-# durable); 'save:N' right after the asynchronous save of step N has started.
+# durable); 'save:N' right after the asynchronous save of step N has started;
+# 'hang:N' blocks before step N forever; 'slow:MS' sleeps MS ms before each step.
 FAULT_ENV = 'VIT_JAX_FAULT'
 # what the progress lines show of a metrics row (the keys it has)
 SHOWN = ('loss', 'top1', 'input_wait', 'step_time_s', 'tflops_per_device', 'mfu')
@@ -35,30 +40,21 @@ class NonFiniteError(RuntimeError):
   """The loss or the gradients stopped being finite."""
 
 
-class _Preemption:
-  """SIGTERM sets a flag; the loop saves at the next step boundary."""
-
-  def __init__(self):
-    self.requested = False
-    self._previous = signal.signal(signal.SIGTERM, self._handle)
-
-  def _handle(self, *_):
-    self.requested = True
-
-  def agreed(self) -> bool:
-    if jax.process_count() == 1:
-      return self.requested
-    return bool(multihost_utils.process_allgather(np.int32(self.requested)).any())
-
-  def restore(self) -> None:
-    signal.signal(signal.SIGTERM, self._previous)
+class Preempted(Exception):
+  """SIGTERM stopped the run after it saved: the same command resumes."""
 
 
 def _fault(kind: str, step: int, before=None) -> None:
-  if os.environ.get(FAULT_ENV) == f'{kind}:{step}':
+  spec = os.environ.get(FAULT_ENV, '')
+  if spec == f'{kind}:{step}':
     if before is not None:
       before()
     os.kill(os.getpid(), signal.SIGKILL)
+  if kind == 'step' and spec == f'hang:{step}':
+    while True:
+      time.sleep(3600)
+  if kind == 'step' and spec.startswith('slow:'):
+    time.sleep(float(spec[len('slow:'):]) / 1000)
 
 
 def model_config(config: ml_collections.ConfigDict):
@@ -73,7 +69,12 @@ def model_config(config: ml_collections.ConfigDict):
 
 
 def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
-  """Train until `total_steps` (or preemption); returns the last metrics."""
+  """Train until `total_steps`; returns the last metrics. Raises Preempted
+  once a SIGTERM's step is saved."""
+  run = Workdir.at(workdir)
+  ledger = goodput.Ledger(run.goodput, enabled=jax.process_index() == 0)
+  cache = compilation.use_cache(config.compilation_cache, run)  # before anything compiles
+  profile_steps = profiling.parse_steps(config.profile_steps)
   # --- Model, data, mesh, shardings and the step ---
   mcfg, pretrained = model_config(config)
   source = open_source(config.dataset, config.data_dir)
@@ -82,24 +83,36 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
                        f'{mcfg.num_classes}; set model_overrides.num_classes')
   program = build(config, mcfg, pretrained=pretrained)
   model, mesh, shardings = program.model, program.mesh, program.state_shardings
+  timeout = watchdog.timeout_setting(config.step_timeout_s,
+                                     backends.platform_of(list(mesh.devices.flat)))
 
   summary.print_startup('training', config, mcfg, mesh, program.abstract_state['params'],
                         config.batch_size)
-  changed = summary.keep_config(config, workdir)
+  changed = summary.keep_config(config, run)
 
-  # --- State: restore or initialise ---
-  ckpt = Checkpointer(workdir, config.keep_checkpoints)
+  # --- State: restore or initialise; the step, compiled ---
+  ckpt = Checkpointer(run, config.keep_checkpoints)
   start = ckpt.latest_step()
   if start is not None and changed:
     print(f'resuming with a different config: {", ".join(changed)}')
-  writer = MetricsWriter(workdir, start)
+  writer = MetricsWriter(run, start)
+  ledger.book('startup')
   if start is not None:
     state = ckpt.restore(start, program.abstract_state)
+    ledger.book('restore', steps=start)
     print(f'resumed from {workdir} at step {start}')
   else:
     state = jax.jit(program.init, out_shardings=shardings)(pretrained)
     start = 0
-  step_fn = program.step
+    ledger.book('startup')
+  compiled = compilation.compile_step(program.step, program.abstract_state,
+                                      *program.abstract_batch())
+  ledger.book('compile')
+  _say(compiled.line(cache))
+  if ledger.reached_before > start:
+    _say(f'steps {start + 1}-{ledger.reached_before} run again: an earlier attempt got to '
+         f'step {ledger.reached_before}, past the checkpoint of step {start}')
+  step_fn = compiled.step
 
   def evaluate_now() -> dict:
     from vit_jax.eval.evaluate import evaluate
@@ -109,7 +122,9 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
     return {'top1': out['top1'], 'top5': out['top5']}
 
   # --- The loop ---
-  preemption = _Preemption()
+  preemption = Preemption()
+  guard = watchdog.StepWatchdog(timeout, compiled.compile_s)
+  profiler = profiling.StepProfiler(profile_steps, config.profile_all_hosts, run)
   timer = for_program(program, start)
   input_warning = InputBoundWarning(config.worker_processes)
   bar = Progress(config.total_steps, 'train', start_step=start)
@@ -121,48 +136,81 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
       processes=config.worker_processes), mesh)
   last: dict = {}
   preempted = None
+  interval_start = time.monotonic()
   try:
     for step in range(start + 1, config.total_steps + 1):
-      _fault('step', step, before=ckpt.wait)
-      batch = timer.next_batch(batches)
-      state, metrics = step_fn(state, batch['image'], batch['label'])
-      bar.update(config.batch_size)
+      guard.beat(step)
+      # nothing comes back from the devices here: the host dispatches ahead
+      with jax.transfer_guard_device_to_host('disallow_explicit'):
+        _fault('step', step, before=ckpt.wait)
+        batch = timer.next_batch(batches)
+        ledger.book('input_wait')
+        with profiler.step(step):
+          state, metrics = step_fn(state, batch['image'], batch['label'])
+        bar.update(config.batch_size)
+        stop = preemption.reached(step)
+      with guard.paused():
+        if profiler.finish(step, state):
+          _say(f'profile of steps {profile_steps[0]}-{step} written to {run.profiles}')
       logging_step = step % config.log_every == 0 or step == config.total_steps
       evaluating = bool(config.eval_dataset) and (
           (config.eval_every and step % config.eval_every == 0) or step == config.total_steps)
       saving = step % config.checkpoint_every == 0 or step == config.total_steps
-      stop = preemption.agreed()
       if logging_step or evaluating or saving or stop:
         _check_finite(state)
       if logging_step or evaluating:
         last = {k: float(v) for k, v in jax.device_get(metrics).items()}
         last.update(timer.fields(step))
+        guard.interval(time.monotonic() - interval_start)
+      ledger.book_step(step)
+      if logging_step or evaluating:
         if evaluating:
-          last.update(evaluate_now())
+          with guard.paused():
+            last.update(evaluate_now())
+          ledger.book('eval')
         writer.write(step, last)
         bar.log(step, **{k: last[k] for k in SHOWN if k in last})
         warning = input_warning.check(step, last['input_wait'])
         if warning:
           bar.note(warning)
         timer.restart(step)
+        ledger.book_step(step, count=0)
       if saving or stop:
-        ckpt.save(step, state, mcfg)
+        with guard.paused():
+          ckpt.save(step, state, mcfg)
+        ledger.book('checkpoint')
         _fault('save', step)
+      if logging_step or saving:
+        ledger.flush()
+      if logging_step:
+        interval_start = time.monotonic()
       if stop:
         preempted = step
         break
   finally:
+    guard.close()
+    profiler.close()
     bar.close()
-    preemption.restore()
+    preemption.close()
     ckpt.wait()
     ckpt.close()
     writer.close()
-  if preempted is not None:
-    print(f'SIGTERM: saved step {preempted}; exiting')
+    ledger.book('checkpoint')
+    ledger.flush()
+  _say(ledger.summary())
   if 'top1' in last:
     print(f'held-out {config.eval_dataset}: top-1 {100 * last["top1"]:.2f}%  '
           f'top-5 {100 * last["top5"]:.2f}%')
+  if preempted is not None:
+    _say(f'SIGTERM: saved step {preempted}; exiting with 42: the same command resumes')
+    raise Preempted(preempted)
   return last
+
+
+def _say(line: str) -> None:
+  """A line of process 0's output."""
+  if jax.process_index() == 0:
+    print(line, flush=True)
 
 
 def _check_finite(state: dict) -> None:

@@ -6,9 +6,12 @@ environment with the export extra (`pip install -e ".[export]"`):
     python tools/verify_export.py [--full] [--models NAME ...]
 
 For each distinct registered architecture (its patch size, width, heads,
-MLP, image size, stem, head, pre-logits, GELU and epsilons; one block
-instead of its depth, random weights) it writes a jax-export file and an
-ONNX file with `python -m convert`'s code and prints the largest difference
+MLP, image size, stem, pooling, position embeddings and class slot, head,
+pre-logits, GELU and epsilons; one block instead of its depth, random
+weights), and for big_vision's options no registered model uses (attention
+pooling, the first patch token, learned embeddings without a class slot,
+sin-cos ones with one; `VARIANTS`), it writes a jax-export file and an ONNX
+file with `python -m convert`'s code and prints the largest difference
 from our jitted apply relative to the largest logit, at batch sizes 2 and 3
 (jax-export: the same batch size on both sides), and for the hybrids how far
 our float32 apply and the ONNX graph each are from the model computed in
@@ -18,6 +21,7 @@ parameters, random weights) as well, with file sizes and times.
 """
 import argparse
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -35,6 +39,12 @@ from vit_jax.models import registry  # noqa: E402
 
 ARCH_FIELDS = registry.MODULE_FIELDS + ('image_size',)
 BATCHES = (2, 3)
+# big_vision's choices no registered model makes: on the i1k ViT-S/16 (tanh
+# GELU, no class slot), and sin-cos embeddings beside a class token's slot
+VARIANTS = (('vit_s16_i1k_90ep', dict(classifier='map')),
+            ('vit_s16_i1k_90ep', dict(classifier='0')),
+            ('vit_s16_i1k_90ep', dict(classifier='token', posemb='learn')),
+            ('vit_base_patch16_224', dict(posemb='sincos2d')))
 
 
 def architectures(names) -> dict:
@@ -66,13 +76,14 @@ def float64_logits(cfg, params, x: np.ndarray) -> np.ndarray:
 def check(name: str, tmp: str, **overrides) -> None:
   cfg = registry.get_model_config(name, **overrides)
   params = random_params(cfg, seed=1)
-  src = os.path.join(tmp, f'{name}.safetensors')
+  src = os.path.join(tmp, f'{name}.orbax')  # any architecture, its config recorded
   save_params(src, params, cfg)
   x = np.random.RandomState(2).randn(max(BATCHES), cfg.image_size, cfg.image_size, 3)
   x = x.astype(np.float32)
   apply = jax.jit(lambda x: registry.module_from_config(cfg).apply({'params': params}, x))
   ours = {b: np.asarray(apply(x[:b])) for b in BATCHES}
-  line = [f'{name:30s} depth {cfg.num_layers:2d}']
+  label = ' '.join([name] + [f'{k}={v!r}' for k, v in overrides.items() if k != 'num_layers'])
+  line = [f'{label:30s} depth {cfg.num_layers:2d}']
   outputs = {}
   for fmt in export.FORMATS:
     dst = os.path.join(tmp, name + export.SUFFIXES[fmt])
@@ -110,10 +121,15 @@ def main() -> None:
   print(f'jax {jax.__version__}, onnxruntime {ort.__version__}; largest |difference| / largest '
         f'|logit| at batch sizes {BATCHES}')
   with tempfile.TemporaryDirectory() as tmp:
-    for name in architectures(args.models or registry.list_models()):
-      check(name, tmp, num_layers=1)
+    runs = [(name, {}) for name in architectures(args.models or registry.list_models())]
+    for name, fields in runs + ([] if args.models else list(VARIANTS)):
+      check(name, tmp, num_layers=1, **fields)
       for f in os.listdir(tmp):
-        os.remove(os.path.join(tmp, f))
+        path = os.path.join(tmp, f)
+        if os.path.isdir(path):
+          shutil.rmtree(path)
+        else:
+          os.remove(path)
     if args.full:
       check('vit_base_patch16_224', tmp)
 

@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 
+import jax
 import numpy as np
 import pytest
 
@@ -28,6 +29,18 @@ SERVE = os.path.join(os.path.dirname(__file__), 'serve.py')
 JAX_BATCHES = (3, 5)  # neither was traced: the export's batch is symbolic
 ORT_BATCHES = (1, 4)
 TWINS = {'small': 'vit_small_patch16_224', 'r50': 'vit_base_resnet50_384'}
+# big_vision's options, each in a one-block tiny ViT: the i1k baselines'
+# architecture (gap, sin-cos embeddings, pre-logits of the width; written from
+# a big_vision .npz as their releases are), attention pooling (its attention
+# keeps its biases and head_dim ** -0.5 whatever the blocks use), the first
+# patch token, learned embeddings without a class slot, sin-cos ones with one
+OPTIONS = {'i1k': ('vit_s16_i1k_90ep', {}),
+           'map': ('vit_base_patch16_224', dict(classifier='map', representation_size=24,
+                                                qkv_bias=False, attn_scale=0.3)),
+           'first_patch': ('vit_base_patch16_224', dict(classifier='0')),
+           'late_cls': ('vit_base_patch16_224', dict(posemb_class_token=False)),
+           'sincos_cls': ('vit_base_patch16_224', dict(posemb='sincos2d'))}
+ORT_KEYS = ('tiny', 'tiny_external', *TWINS, *OPTIONS)
 HAVE_ORT = importlib.util.find_spec('onnxruntime') is not None
 needs_ort = pytest.mark.skipif(not HAVE_ORT, reason='onnxruntime is not installed: it has no '
                                'wheel for this Python (the export extra skips it)')
@@ -77,6 +90,17 @@ def served(tmp_path_factory):
   for key, name in TWINS.items():
     twin, *options = twin_args(name)
     assert cli(twin, tmp / f'{key}.onnx', *options) == 0
+  options = {key: vit_jax.get_model_config(name, **{**TINY, 'num_layers': 1, **fields})
+             for key, (name, fields) in OPTIONS.items()}
+  options = {key: (ocfg, random_params(ocfg)) for key, ocfg in options.items()}
+  i1k_cfg, i1k_params = options['i1k']
+  save_params(str(tmp / 'i1k.npz'), i1k_params, i1k_cfg, fmt='big_vision')
+  assert cli(tmp / 'i1k.npz', tmp / 'i1k.onnx', '--set', 'image_size=32') == 0
+  assert cli(tmp / 'i1k.npz', tmp / 'i1k.jaxexport', '--set', 'image_size=32') == 0
+  for key, (ocfg, oparams) in options.items():
+    if key != 'i1k':
+      graph = onnx_export.build(ocfg, oparams, serving.info(ocfg, 'onnx', 'float32', None, key))
+      (tmp / f'{key}.onnx').write_bytes(onnx_export.serialize(graph, '')[''])
 
   rng = np.random.RandomState(7)
   inputs = {'tiny': rng.randn(max(JAX_BATCHES), 32, 32, 3).astype(np.float32)}
@@ -88,10 +112,12 @@ def served(tmp_path_factory):
       {'key': 'f32', 'model': str(tmp / 'tiny.jaxexport'), 'input': 'tiny',
        'batches': JAX_BATCHES},
       {'key': 'bf16', 'model': str(tmp / 'tiny_bf16.jaxexport'), 'input': 'tiny',
-       'batches': JAX_BATCHES[:1]}])
+       'batches': JAX_BATCHES[:1]},
+      {'key': 'i1k', 'model': str(tmp / 'i1k.jaxexport'), 'input': 'tiny',
+       'batches': ORT_BATCHES[-1:]}])
   ort_server = HAVE_ORT and start_server('onnxruntime', tmp, [
-      {'key': key, 'model': str(tmp / f'{key}.onnx'), 'input': key.split('_')[0],
-       'batches': ORT_BATCHES} for key in ('tiny', 'tiny_external', *TWINS)])
+      {'key': key, 'model': str(tmp / f'{key}.onnx'), 'input': key if key in TWINS else 'tiny',
+       'batches': ORT_BATCHES} for key in ORT_KEYS])
 
   model = registry.module_from_config(cfg)
   bf16 = registry.module_from_config(vit_jax.get_model_config('vit_base_patch16_224', **TINY,
@@ -104,6 +130,10 @@ def served(tmp_path_factory):
     overrides, _ = timm_twin(name)
     tcfg, tparams = load_params(data_path('timm', f'{name}.pth'), name, **overrides)
     ours[key] = jit_apply(registry.module_from_config(tcfg), {'params': tparams}, inputs[key])
+  modules = {key: registry.module_from_config(ocfg) for key, (ocfg, _) in options.items()}
+  apply_all = jax.jit(lambda p, x: {k: m.apply({'params': p[k]}, x) for k, m in modules.items()})
+  ours.update(apply_all({key: p for key, (_, p) in options.items()},
+                        inputs['tiny'][:max(ORT_BATCHES)]))  # one program for all
   ours = {k: np.asarray(v) for k, v in ours.items()}
   return dict(tmp=tmp, cfg=cfg, ours=ours, jax=finish(jax_server, tmp, 'jax'),
               ort=ort_server and finish(ort_server, tmp, 'onnxruntime'))
@@ -126,6 +156,15 @@ def test_jax_export_runs_in_plain_jax_at_untraced_batch_sizes(served):
     assert relative(got[f'f32/{b}'], ours[f'f32/{b}']) <= 1e-6
 
 
+def test_jax_export_of_big_visions_i1k_architecture(served):
+  """gap, sin-cos embeddings and pre-logits traced as the model computes them."""
+  got, ours = served['jax'], served['ours']
+  assert got['i1k/info']['custom_calls'] == ['shape_assertion']
+  b = ORT_BATCHES[-1]
+  assert got[f'i1k/{b}'].shape == (b, 1000)
+  assert relative(got[f'i1k/{b}'], ours['i1k']) <= 1e-6
+
+
 def test_jax_export_in_bfloat16_computes_in_bfloat16(served):
   got, ours = served['jax'], served['ours']
   assert got['bf16/info']['bf16_ops'] > 0 and got['f32/info']['bf16_ops'] == 0
@@ -135,31 +174,33 @@ def test_jax_export_in_bfloat16_computes_in_bfloat16(served):
 
 
 @needs_ort
-@pytest.mark.parametrize('key', ['tiny', 'tiny_external', *TWINS])
+@pytest.mark.parametrize('key', ORT_KEYS)
 def test_onnx_runs_in_onnxruntime(served, key):
   """Within 1e-5 of the largest logit: the tiny ViT, its copy with external
-  weights, the card's S/16 (2-D patch weight, scale 768 ** -0.5) and the R50
-  hybrid (weight standardisation folded); a dynamic batch."""
-  got, ours = served['ort'], served['ours'][key.split('_')[0]]
+  weights, the card's S/16 (2-D patch weight, scale 768 ** -0.5), the R50
+  hybrid (weight standardisation folded) and big_vision's options; a
+  dynamic batch."""
+  got, ours = served['ort'], served['ours']['tiny' if key == 'tiny_external' else key]
   info = got[f'{key}/info']
   assert info['modules'] == ['onnxruntime']
-  size = 32 if key.startswith('tiny') else 64
+  size = 64 if key in TWINS else 32
   assert (info['input'], info['input_shape']) == ('images', str(['batch', size, size, 3]))
   for b in ORT_BATCHES:
     assert got[f'{key}/{b}'].shape == ours[:b].shape
     assert relative(got[f'{key}/{b}'], ours[:b]) <= 1e-5, key
-  assert json.loads(info['metadata'])['model'] == (TWINS.get(key) or 'vit_base_patch16_224')
+  name = TWINS.get(key) or OPTIONS.get(key, ('vit_base_patch16_224',))[0]
+  assert json.loads(info['metadata'])['model'] == name
 
 
 def test_the_onnx_graph_is_valid_and_the_batch_symbolic(served):
   import onnx
-  for key in ('tiny', 'r50'):
+  for key in ('tiny', 'r50', 'i1k', 'map'):
     path = str(served['tmp'] / f'{key}.onnx')
     onnx.checker.check_model(path, full_check=True)  # strict shape inference too
     model = onnx.load(path)
     assert model.opset_import[0].version == 17 and model.ir_version == 8
     dims = [d.dim_param or d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim]
-    size = 32 if key == 'tiny' else 64
+    size = 64 if key in TWINS else 32
     assert dims == ['batch', size, size, 3]
 
 

@@ -10,8 +10,9 @@ from vit_jax.models.resnet import weight_standardize
 
 
 @pytest.mark.parametrize('field, value, named', [
-    ('classifier', 'map', "classifier 'map'"),
-    ('posemb', 'sincos2d', "field posemb='sincos2d'"),  # a field the writer does not know
+    ('classifier', 'mean', "classifier 'mean'"),
+    ('posemb', 'rope', "posemb 'rope'"),
+    ('register_tokens', 4, 'field register_tokens=4'),  # a field the writer does not know
 ])
 def test_what_the_graph_cannot_express_is_named(field, value, named):
   cfg = vit_jax.get_model_config('vit_base_patch16_224')
@@ -23,7 +24,7 @@ def test_what_the_graph_cannot_express_is_named(field, value, named):
 
 def test_training_only_fields_and_every_registered_model_are_expressible():
   cfg = vit_jax.get_model_config('vit_base_patch16_224', dropout_rate=0.1, remat=True)
-  cfg.drop_path_rate = 0.2
+  cfg.drop_path_rate, cfg.head_zeroinit = 0.2, False
   onnx_export.check_expressible(cfg)
   for name in vit_jax.list_models():
     onnx_export.check_expressible(vit_jax.get_model_config(name))

@@ -26,12 +26,15 @@ from vit_jax.models import registry
 # inference; and those that describe the input, not the network.
 EXPRESSED = ('num_classes', 'patch_size', 'hidden_size', 'num_layers', 'num_heads', 'mlp_dim',
              'qkv_bias', 'attn_scale', 'gelu_approximate', 'layer_norm_eps',
-             'representation_size', 'classifier', 'resnet', 'group_norm_eps', 'image_size')
+             'representation_size', 'classifier', 'posemb', 'posemb_class_token', 'resnet',
+             'group_norm_eps', 'image_size')
 TRAINING_ONLY = ('dropout_rate', 'attention_dropout_rate', 'drop_path_rate', 'head_bias_init',
-                 'remat', 'remat_policy', 'scan_layers', 'dtype')
+                 'head_zeroinit', 'remat', 'remat_policy', 'scan_layers', 'dtype')
 DESCRIPTIVE = ('name', 'crop_pct', 'crop_mode', 'interpolation', 'mean', 'std', 'weights_file',
                'weights_url', 'source')
-CLASSIFIERS = ('token', 'gap')
+# the model's choices the graph writes (a new one is refused until written here)
+CLASSIFIERS = ('token', 'gap', 'map', '0')
+POSEMBS = ('learn', 'sincos2d')
 PLAIN = 'vit_base_patch16_224'  # any other field must keep this model's value
 # A protobuf message holds at most 2 GiB: larger weights (ViT-H/14's 2.5 GB)
 # go to one external data file beside the graph (`DST.data`), as
@@ -45,6 +48,9 @@ def check_expressible(cfg: ml_collections.ConfigDict) -> None:
   if cfg.classifier not in CLASSIFIERS:
     raise ValueError(f'{what} classifier {cfg.classifier!r} (the ONNX writer has '
                      f'{", ".join(map(repr, CLASSIFIERS))}); use --to jax-export')
+  if cfg.posemb not in POSEMBS:
+    raise ValueError(f'{what} posemb {cfg.posemb!r} (the ONNX writer has '
+                     f'{", ".join(map(repr, POSEMBS))}); use --to jax-export')
   plain = registry.get_model_config(PLAIN)
   known = set(EXPRESSED + TRAINING_ONLY + DESCRIPTIVE)
   for field in sorted(cfg.keys()):
@@ -75,12 +81,12 @@ def build(cfg: ml_collections.ConfigDict, params: Any, info: dict) -> onnx.Model
                                   np.int64)], 'patch_tokens_nct')
   x = g.op('Transpose', [x], 'patch_tokens', perm=[0, 2, 1])
   out_name = info['output']['name']
-  x = g.op('Identity', [onnx_graph.tokens_to_logits(g, x, cfg)], out_name)
+  x = g.op('Identity', [onnx_graph.tokens_to_logits(g, x, cfg, grid)], out_name)
   left = sorted(set(flat) - g.consumed)
   if left:
     raise ValueError(f'model {cfg.name} cannot be written as ONNX: parameters {left[:4]} are '
                      'not expressed by the ONNX writer; use --to jax-export')
-  width = cfg.num_classes or cfg.representation_size or cfg.hidden_size
+  width = cfg.num_classes or onnx_graph.pre_logits_width(cfg) or cfg.hidden_size
   s = cfg.image_size
   model = g.model([onnx_graph.tensor_info('images', ['batch', s, s, 3])],
                   [onnx_graph.tensor_info(out_name, ['batch', width])], cfg.name,

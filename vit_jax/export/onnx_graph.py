@@ -13,6 +13,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from vit_jax.models import vit
+
 # opset 17: LayerNormalization; IR version 8 is what opset 17 needs, so that
 # runtimes of 2022 on (ONNX Runtime 1.12, TensorRT 8.6, OpenVINO) load it
 OPSET = 17
@@ -109,76 +111,127 @@ def gelu(g: GraphBuilder, x: str, scope: str, approximate: bool) -> str:
   return g.op('Mul', [x, cdf], f'{scope}/out')
 
 
-def attention(g: GraphBuilder, x: str, scope: str, cfg, query_tokens: Optional[int]) -> str:
-  """Multi-head self-attention; queries from the first `query_tokens` tokens
-  when given (the last block of a class-token model)."""
-  heads = cfg.num_heads
-  head_dim = cfg.hidden_size // heads
-  scale = cfg.attn_scale if cfg.attn_scale is not None else head_dim ** -0.5
+def first_tokens(g: GraphBuilder, x: str, scope: str, n: int = 1) -> str:
+  """x[:, :n] of (batch, tokens, width)."""
+  return g.op('Slice', [x, g.const([0], f'{scope}/start', np.int64),
+                        g.const([n], f'{scope}/end', np.int64),
+                        g.const([1], f'{scope}/axis', np.int64)], f'{scope}/first_tokens')
+
+
+def attention(g: GraphBuilder, x: str, scope: str, qkv_bias: bool, scale: Optional[float],
+              queries: Optional[str] = None) -> str:
+  """Multi-head attention over the tokens x, as `MultiHeadDotProductAttention`:
+  queries from every token, or from `queries` (the first tokens, or attention
+  pooling's probe, whose (1, 1, width) projection broadcasts over the batch);
+  `scale` None is head_dim ** -0.5. Heads and widths are the kernels'."""
+  width, heads, head_dim = g.params[f'{scope}/query/kernel'].shape
+  scale = scale if scale is not None else head_dim ** -0.5
   split = g.const([0, 0, heads, head_dim], f'{scope}/split_shape', np.int64)
-  queries = x if query_tokens is None else g.op(
-      'Slice', [x, g.const([0], f'{scope}/q_start', np.int64),
-                g.const([query_tokens], f'{scope}/q_end', np.int64),
-                g.const([1], f'{scope}/q_axis', np.int64)], f'{scope}/queries')
 
   def project(name: str, inputs: str, perm: Sequence[int]) -> str:
     kernel = g.params[f'{scope}/{name}/kernel']  # (width, heads, head_dim)
-    y = dense(g, inputs, f'{scope}/{name}', cfg.qkv_bias, kernel.reshape(kernel.shape[0], -1))
+    y = dense(g, inputs, f'{scope}/{name}', qkv_bias, kernel.reshape(kernel.shape[0], -1))
     if name == 'query':  # the model scales the projected queries
       y = g.op('Mul', [y, g.const(np.float32(scale), f'{scope}/scale')], f'{scope}/scaled_query')
     y = g.op('Reshape', [y, split], f'{scope}/{name}_heads')
     return g.op('Transpose', [y], f'{scope}/{name}_t', perm=list(perm))
 
-  q = project('query', queries, (0, 2, 1, 3))  # (batch, heads, queries, head_dim)
+  q = project('query', x if queries is None else queries, (0, 2, 1, 3))  # (b, heads, q, head_dim)
   k = project('key', x, (0, 2, 3, 1))  # (batch, heads, head_dim, keys)
   v = project('value', x, (0, 2, 1, 3))  # (batch, heads, keys, head_dim)
   w = g.op('Softmax', [g.op('MatMul', [q, k], f'{scope}/scores')], f'{scope}/weights', axis=-1)
   y = g.op('Transpose', [g.op('MatMul', [w, v], f'{scope}/mixed')], f'{scope}/mixed_t',
            perm=[0, 2, 1, 3])
-  y = g.op('Reshape', [y, g.const([0, 0, cfg.hidden_size], f'{scope}/merge_shape', np.int64)],
+  y = g.op('Reshape', [y, g.const([0, 0, width], f'{scope}/merge_shape', np.int64)],
            f'{scope}/merged')
   kernel = g.params[f'{scope}/out/kernel']  # (heads, head_dim, width)
   return dense(g, y, f'{scope}/out', kernel=kernel.reshape(-1, kernel.shape[-1]))
 
 
+def mlp(g: GraphBuilder, x: str, scope: str, approximate: bool) -> str:
+  """Dense, GELU, Dense, as `MlpBlock`."""
+  y = gelu(g, dense(g, x, f'{scope}/Dense_0'), f'{scope}/gelu', approximate)
+  return dense(g, y, f'{scope}/Dense_1')
+
+
 def encoder_block(g: GraphBuilder, x: str, scope: str, cfg, class_token_only: bool) -> str:
-  """x + MHA(LN(x)), then x + MLP(LN(x)), as `Encoder1DBlock`."""
+  """x + MHA(LN(x)), then x + MLP(LN(x)), as `Encoder1DBlock`; with
+  `class_token_only` the first token's output only."""
   eps = cfg.layer_norm_eps
   y = layer_norm(g, x, f'{scope}/LayerNorm_0', eps)
-  y = attention(g, y, f'{scope}/MultiHeadDotProductAttention_0', cfg,
-                1 if class_token_only else None)
+  queries = first_tokens(g, y, f'{scope}/queries') if class_token_only else None
+  y = attention(g, y, f'{scope}/MultiHeadDotProductAttention_0', cfg.qkv_bias, cfg.attn_scale,
+                queries)
   if class_token_only:
-    x = g.op('Slice', [x, g.const([0], f'{scope}/start', np.int64),
-                       g.const([1], f'{scope}/end', np.int64),
-                       g.const([1], f'{scope}/axis', np.int64)], f'{scope}/class_token')
+    x = first_tokens(g, x, f'{scope}/residual')
   x = g.op('Add', [y, x], f'{scope}/attention_residual')
-  y = layer_norm(g, x, f'{scope}/LayerNorm_1', eps)
-  y = dense(g, y, f'{scope}/MlpBlock_0/Dense_0')
-  y = gelu(g, y, f'{scope}/MlpBlock_0/gelu', cfg.gelu_approximate)
-  y = dense(g, y, f'{scope}/MlpBlock_0/Dense_1')
+  y = mlp(g, layer_norm(g, x, f'{scope}/LayerNorm_1', eps), f'{scope}/MlpBlock_0',
+          cfg.gelu_approximate)
   return g.op('Add', [x, y], f'{scope}/out')
 
 
-def tokens_to_logits(g: GraphBuilder, x: str, cfg) -> str:
-  """(batch, tokens, width) embedded patches to the logits: class token,
-  position embeddings, the blocks, the final LayerNorm, pooling and the head."""
-  if cfg.classifier == 'token':
-    batch = g.op('Shape', [x], 'batch_size', start=0, end=1)
-    shape = g.op('Concat', [batch, g.const([1, cfg.hidden_size], 'cls_shape', np.int64)],
-                 'cls_tiled_shape', axis=0)
-    cls = g.op('Expand', [g.param('cls'), shape], 'cls_tiled')
-    x = g.op('Concat', [cls, x], 'tokens', axis=1)
-  x = g.op('Add', [x, g.param('Transformer/posembed_input/pos_embedding')],
-           'Transformer/posembed_input/out')
+def prepend_class_token(g: GraphBuilder, x: str, cfg) -> str:
+  """The learned class token, tiled over the batch, before the tokens."""
+  batch = g.op('Shape', [x], 'batch_size', start=0, end=1)
+  shape = g.op('Concat', [batch, g.const([1, cfg.hidden_size], 'cls_shape', np.int64)],
+               'cls_tiled_shape', axis=0)
+  cls = g.op('Expand', [g.param('cls'), shape], 'cls_tiled')
+  return g.op('Concat', [cls, x], 'tokens', axis=1)
+
+
+def add_position_embeddings(g: GraphBuilder, x: str, cfg, grid: int, class_slot: bool) -> str:
+  """The learned embeddings, or the fixed sin-cos ones of the grid as a
+  constant of the graph (`vit.posemb_sincos_2d`'s values), zero at the class
+  token's slot when it is already there (as `AddPositionEmbs`)."""
+  scope = 'Transformer/posembed_input'
+  if cfg.posemb == 'learn':
+    pe = g.param(f'{scope}/pos_embedding')
+  else:
+    table = np.asarray(vit.posemb_sincos_2d(grid, grid, cfg.hidden_size), np.float32)
+    pe = g.const(np.pad(table, ((0, 0), (int(class_slot), 0), (0, 0))), f'{scope}/sincos2d')
+  return g.op('Add', [x, pe], f'{scope}/out')
+
+
+def map_head(g: GraphBuilder, x: str, cfg) -> str:
+  """Attention pooling, as `MAPHead`: the learned probe the only query (with
+  the attention's own defaults: biases, head_dim ** -0.5), then a pre-norm MLP
+  residual; (batch, 1, width)."""
+  scope = 'MAPHead_0'
+  y = attention(g, x, f'{scope}/MultiHeadDotProductAttention_0', True, None,
+                queries=g.param(f'{scope}/probe'))
+  z = mlp(g, layer_norm(g, y, f'{scope}/LayerNorm_0', cfg.layer_norm_eps), f'{scope}/MlpBlock_0',
+          cfg.gelu_approximate)
+  return g.op('Add', [y, z], f'{scope}/out')
+
+
+def pre_logits_width(cfg) -> Optional[int]:
+  """The pre-logits layer's width as the model reads `representation_size`:
+  None, False or 0 none; True the model's width."""
+  rep = cfg.representation_size
+  return cfg.hidden_size if rep is True else (rep or None)
+
+
+def tokens_to_logits(g: GraphBuilder, x: str, cfg, grid: int) -> str:
+  """(batch, grid * grid, width) embedded patches to the logits: class token
+  and position embeddings (in the model's order), the blocks, the final
+  LayerNorm, pooling (class token, mean, attention pooling or first patch
+  token) and the head."""
+  token = cfg.classifier == 'token'
+  if token and cfg.posemb_class_token:
+    x = prepend_class_token(g, x, cfg)
+  x = add_position_embeddings(g, x, cfg, grid, class_slot=token and cfg.posemb_class_token)
+  if token and not cfg.posemb_class_token:
+    x = prepend_class_token(g, x, cfg)
   for i in range(cfg.num_layers):
     x = encoder_block(g, x, f'Transformer/encoderblock_{i}', cfg,
-                      cfg.classifier == 'token' and i == cfg.num_layers - 1)
+                      cfg.classifier in ('token', '0') and i == cfg.num_layers - 1)
   x = layer_norm(g, x, 'Transformer/encoder_norm', cfg.layer_norm_eps)
-  if cfg.classifier == 'token':
-    x = g.op('Gather', [x, g.const(0, 'class_token_index', np.int64)], 'pooled', axis=1)
-  else:
+  if cfg.classifier == 'gap':
     x = g.op('ReduceMean', [x], 'pooled', axes=[1], keepdims=0)
-  if cfg.representation_size is not None:
+  else:
+    x = map_head(g, x, cfg) if cfg.classifier == 'map' else x
+    x = g.op('Gather', [x, g.const(0, 'first_token_index', np.int64)], 'pooled', axis=1)
+  if pre_logits_width(cfg):
     x = g.op('Tanh', [dense(g, x, 'pre_logits')], 'pre_logits/tanh')
   if cfg.num_classes:
     x = dense(g, x, 'head')

@@ -166,7 +166,8 @@ def random_params(cfg, seed: int = 0) -> dict:
   flat = {}
   for key, shape in expected_shapes(cfg).items():
     v = rng.randn(*shape).astype(np.float32)
-    flat[key] = 1 + 0.1 * v if key.endswith('scale') else v / np.sqrt(max(shape[0], 1))
+    v = 1 + 0.1 * v if key.endswith('scale') else v / np.sqrt(max(shape[0], 1))
+    flat[key] = v.astype(np.float32)  # NumPy 2 promotes v / np.float64 to float64
   return traverse_util.unflatten_dict(flat, sep='/')
 
 

@@ -102,3 +102,50 @@ def test_adamw_and_unknown_optimizer():
   np.testing.assert_allclose(u['kernel'], [-0.1, 0.1], rtol=1e-4)  # Adam's first step: sign
   with pytest.raises(ValueError, match="optimizer must be 'sgd' or 'adamw'"):
     make_optimizer(_config(optimizer='lamb'))
+
+
+def test_big_visions_weight_decay_at_lr_1e3_is_adamws_0_1_on_a_real_update():
+  """wd 1e-4 big_vision-style (times the schedule) == AdamW's 0.1 (times lr),
+  step by step through warmup, with clipping and a bfloat16 first moment."""
+  model = vit_jax.create_model('vit_base_patch16_224', image_size=32, patch_size=16,
+                               hidden_size=8, num_layers=1, num_heads=2, mlp_dim=16,
+                               num_classes=3, resnet=None)
+  params = jit_init(model, jnp.zeros((1, 32, 32, 3)))['params']
+  rs = np.random.RandomState(0)
+  params['head']['kernel'] = rs.normal(size=(8, 3)).astype(np.float32)  # gradients everywhere
+  images, labels = rs.normal(size=(4, 32, 32, 3)).astype(np.float32), np.array([0, 1, 2, 1])
+  grad = jax.jit(jax.grad(lambda p: cross_entropy(model.apply({'params': p}, images), labels)))
+  common = dict(optimizer='adamw', lr=1e-3, warmup_steps=2, total_steps=10, grad_clip_norm=1.0,
+                adam_mu_dtype='bfloat16')
+  txs = [make_optimizer(_config(weight_decay_style='adamw', weight_decay=0.1, **common)),
+         make_optimizer(_config(weight_decay_style='big_vision', weight_decay=1e-4, **common))]
+  updates = [jax.jit(lambda g, s, p, tx=tx: tx.update(g, s, p)) for tx in txs]
+  states = [tx.init(params) for tx in txs]
+  assert {leaf.dtype for leaf in jax.tree.leaves(states[1][1].mu)} == {jnp.dtype('bfloat16')}
+  p = params
+  for _ in range(5):  # both from the same parameters and gradients, each its own state
+    g = grad(p)
+    (a, states[0]), (b, states[1]) = [u(g, s, p) for u, s in zip(updates, states)]
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+      np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-10)
+    p = optax.apply_updates(p, a)
+  decayed = float(jnp.abs(a['head']['kernel']).max())
+  assert 1e-5 < decayed < 1e-2  # a real update, past the warmup
+
+
+def test_big_vision_style_decay_follows_the_schedule_not_the_learning_rate():
+  params = {'kernel': jnp.full(3, 2.0), 'bias': jnp.full(3, 2.0)}
+  zeros = jax.tree.map(jnp.zeros_like, params)
+  for lr in (1e-3, 1.0):
+    tx = make_optimizer(_config(optimizer='adamw', lr=lr, warmup_steps=4, total_steps=100,
+                                weight_decay=0.5, weight_decay_style='big_vision'))
+    state = tx.init(params)
+    for _ in range(3):
+      updates, state = tx.update(zeros, state, params)
+    # the third step (count 2): the schedule's shape is 2 / 4, the decay 0.5 * 2 / 4 * w
+    np.testing.assert_allclose(updates['kernel'], -0.5 * 2 / 4 * 2.0, rtol=1e-6)
+    np.testing.assert_array_equal(updates['bias'], 0.0)
+  with pytest.raises(ValueError, match="^weight_decay_style must be 'adamw'"):
+    make_optimizer(_config(weight_decay_style='torch'))
+  with pytest.raises(ValueError, match="^adam_mu_dtype must be 'float32' or 'bfloat16'"):
+    make_optimizer(_config(optimizer='adamw', adam_mu_dtype='float16'))

@@ -68,6 +68,10 @@ def mixing_of(config: Any) -> Mixing:
 def check_optimizer(config: Any) -> None:
   if config.get('optimizer', 'sgd') not in ('sgd', 'adamw'):
     raise ValueError(f"optimizer must be 'sgd' or 'adamw', got {config.optimizer!r}")
+  check_adam_and_decay(config)
+
+
+def check_adam_and_decay(config: Any) -> None:
   for key, choices in (('weight_decay_style', WEIGHT_DECAY_STYLES),
                        ('adam_mu_dtype', MU_DTYPES)):
     if config.get(key, choices[0]) not in choices:
@@ -76,7 +80,7 @@ def check_optimizer(config: Any) -> None:
 
 def check(config: Any) -> None:
   """A ValueError naming the first malformed key of these (absent keys take
-  their defaults)."""
+  their defaults): randaug, the mixing keys, weight_decay_style, adam_mu_dtype."""
   randaug_of(config)
   mixing_of(config)
-  check_optimizer(config)
+  check_adam_and_decay(config)

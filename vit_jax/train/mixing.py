@@ -31,33 +31,38 @@ from vit_jax.train.losses import smoothed_targets
 MIX_STREAM = 0x4D1C
 
 
-def mix_rows(rng: jax.Array, images: jax.Array, targets: jax.Array, mixing: Mixing
+def draw(rng: jax.Array, mixing: Mixing, height: int, width: int
+         ) -> tuple[jax.Array, jax.Array]:
+  """One step's mixing, the same on every device: (keep, lam), `keep` (H, W)
+  the weight of each example's own pixels (its neighbour's: 1 - keep), `lam`
+  the weight of its own targets."""
+  k_apply, k_switch, k_mixup, k_cutmix, k_row, k_col = jax.random.split(rng, 6)
+  if mixing.mixup > 0:
+    lam = jax.random.beta(k_mixup, mixing.mixup, mixing.mixup)
+    lam = jnp.maximum(lam, 1.0 - lam)
+    keep = jnp.full((height, width), lam)
+  if mixing.cutmix > 0:
+    inside, area = _box(k_row, k_col, jax.random.beta(k_cutmix, mixing.cutmix, mixing.cutmix),
+                        height, width)
+    cut_keep, cut_lam = 1.0 - inside.astype(jnp.float32), 1.0 - area / (height * width)
+    if mixing.mixup > 0:
+      use_cutmix = jax.random.uniform(k_switch) < mixing.switch_prob
+      keep = jnp.where(use_cutmix, cut_keep, keep)
+      lam = jnp.where(use_cutmix, cut_lam, lam)
+    else:
+      keep, lam = cut_keep, cut_lam
+  apply = jax.random.uniform(k_apply) < mixing.prob
+  return jnp.where(apply, keep, 1.0), jnp.where(apply, lam, 1.0)
+
+
+def mix_rows(keep: jax.Array, lam: jax.Array, images: jax.Array, targets: jax.Array
              ) -> tuple[jax.Array, jax.Array]:
   """(images float32, targets) of one device's rows, each mixed with the row
   before it (the first with the last)."""
   x = images.astype(jnp.float32)
-  other_x, other_t = jnp.roll(x, 1, axis=0), jnp.roll(targets, 1, axis=0)
-  k_apply, k_switch, k_mixup, k_cutmix, k_row, k_col = jax.random.split(rng, 6)
-  apply = jax.random.uniform(k_apply) < mixing.prob
-  if mixing.mixup > 0:
-    lam = jax.random.beta(k_mixup, mixing.mixup, mixing.mixup)
-    lam = jnp.maximum(lam, 1.0 - lam)
-    mixed_x = lam * x + (1.0 - lam) * other_x
-  if mixing.cutmix > 0:
-    h, w = x.shape[1:3]
-    cut_lam = jax.random.beta(k_cutmix, mixing.cutmix, mixing.cutmix)
-    inside, area = _box(k_row, k_col, cut_lam, h, w)
-    cut_x = jnp.where(inside[None, :, :, None], other_x, x)
-    cut_lam = 1.0 - area / (h * w)
-    if mixing.mixup > 0:
-      use_cutmix = jax.random.uniform(k_switch) < mixing.switch_prob
-      mixed_x = jnp.where(use_cutmix, cut_x, mixed_x)
-      lam = jnp.where(use_cutmix, cut_lam, lam)
-    else:
-      mixed_x, lam = cut_x, cut_lam
-  lam = jnp.where(apply, lam, 1.0)
-  x = jnp.where(apply, mixed_x, x)
-  return x, lam * targets + (1.0 - lam) * other_t
+  keep = keep[None, :, :, None]
+  return (keep * x + (1.0 - keep) * jnp.roll(x, 1, axis=0),
+          lam * targets + (1.0 - lam) * jnp.roll(targets, 1, axis=0))
 
 
 def _box(k_row, k_col, lam, h: int, w: int) -> tuple[jax.Array, jax.Array]:
@@ -75,15 +80,20 @@ def _box(k_row, k_col, lam, h: int, w: int) -> tuple[jax.Array, jax.Array]:
 
 def make_mixer(mixing: Mixing, num_classes: int, label_smoothing: float,
                mesh: Optional[Mesh] = None) -> Optional[Callable]:
-  """(rng, images, labels) -> (images, soft targets) of the whole batch, each
-  device mixing its own rows (`mesh`; None: one device); None when nothing mixes."""
+  """(rng, images, labels) -> (images, soft targets) of the whole batch: the
+  draws made once (replicated), then each device mixing its own rows (`mesh`;
+  None: one device, no shard_map); None when nothing mixes."""
   if not mixing.active:
     return None
 
-  def local(rng, images, labels):
-    targets = smoothed_targets(labels, num_classes, label_smoothing)
-    return mix_rows(rng, images, targets, mixing)
-  if mesh is None:
-    return local
-  rows = P(BATCH_AXES)
-  return jax.shard_map(local, mesh=mesh, in_specs=(P(), rows, rows), out_specs=(rows, rows))
+  def local(keep, lam, images, labels):
+    return mix_rows(keep, lam, images, smoothed_targets(labels, num_classes, label_smoothing))
+  if mesh is not None:
+    rows = P(BATCH_AXES)
+    local = jax.shard_map(local, mesh=mesh, in_specs=(P(), P(), rows, rows),
+                          out_specs=(rows, rows))
+
+  def mixer(rng, images, labels):
+    keep, lam = draw(rng, mixing, *images.shape[1:3])
+    return local(keep, lam, images, labels)
+  return mixer

@@ -35,7 +35,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.optimizer = 'sgd'             # or 'adamw'
   c.lr = 0.03
   c.momentum = 0.9
-  c.weight_decay = 0.0            # decoupled, kernels only: w -= lr(t) * wd * w
+  c.weight_decay = 0.0            # decoupled, kernels only; its unit: weight_decay_style
   c.grad_clip_norm = 1.0
   c.label_smoothing = 0.0
   c.accum_steps = 1
@@ -46,8 +46,22 @@ def base_config() -> ml_collections.ConfigDict:
   c.eval_every = 1000
   c.log_every = 50
   c.seed = 0
-  c.crop_scale = (0.08, 1.0)      # inception crop area range
+  c.crop_scale = (0.08, 1.0)      # inception crop area range (big_vision: (0.05, 1.0))
   c.flip = True
+  # Augmentation of from-scratch recipes (README "RandAugment, Mixup and CutMix"):
+  c.randaug = ()                  # (N, M): big_vision's RandAugment, N ops at magnitude M
+  #                                 after the crop and flip, e.g. (2, 10); () for none
+  c.mixup = 0.0                   # a of Mixup's Beta(a, a), big_vision's (mixup.p); 0: none
+  c.cutmix = 0.0                  # a of CutMix's Beta(a, a), timm's (cutmix_alpha); 0: none
+  c.mix_switch_prob = 0.5         # with both: the fraction of steps that use CutMix (timm)
+  c.mix_prob = 1.0                # the fraction of steps that mix at all (timm's mixup_prob)
+  # Adam (optimizer='adamw') and the unit of weight_decay (vit_jax/train/optim.py):
+  c.adam_b1 = 0.9
+  c.adam_b2 = 0.999
+  c.adam_eps = 1e-8
+  c.adam_mu_dtype = 'float32'     # the first moment's dtype; big_vision keeps it in 'bfloat16'
+  c.weight_decay_style = 'adamw'  # 'adamw': w -= lr(t) * wd * w; 'big_vision': w -= lr(t) /
+  #                                 lr * wd * w (its wd 1e-4 at lr 1e-3 = adamw's 0.1)
   c.workers = 0                   # decode/augment workers per host; 0: the cores it may use
   c.worker_processes = False      # decode in processes instead of threads
   c.fsdp = 1                      # devices that shard each parameter (FSDP); 1 = replicate

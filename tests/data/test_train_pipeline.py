@@ -5,9 +5,10 @@ import os
 import numpy as np
 import pytest
 
+from vit_jax.data.randaugment import RandAugment
 from vit_jax.data.sources import DatasetError, open_source
-from vit_jax.data.train_pipeline import (default_workers, example_index, row_draws,
-                                         train_batches)
+from vit_jax.data.train_pipeline import (RANDAUG_STREAM, default_workers, example_index,
+                                         row_draws, train_batches)
 from eval_helpers import photo_folder
 
 
@@ -57,6 +58,23 @@ def test_hosts_split_the_same_global_batch(source):
       joined = {k: np.concatenate([parts[0][step][k], parts[1][step][k]]) for k in batch}
       _assert_same([joined], [batch])
       assert parts[0][step]['image'].shape == (3, 16, 16, 3)
+
+
+def test_randaugment_follows_the_crop_and_batches_stay_a_function_of_seed_and_step(source):
+  plain = _batches(source, total_steps=3)
+  augmented = _batches(source, total_steps=3, randaug=(2, 10))
+  policy = RandAugment(2, 10)
+  for step in range(3):  # each row's crop, through RandAugment with that row's own choices
+    choices = row_draws(3, step, 0, 6, policy.draws, RANDAUG_STREAM)
+    for row in range(6):
+      np.testing.assert_array_equal(augmented[step]['image'][row],
+                                    policy.apply(plain[step]['image'][row], choices[row]))
+  assert np.mean(augmented[0]['image'] != plain[0]['image']) > 0.5
+  _assert_same(_batches(source, total_steps=3, randaug=(2, 10), workers=1), augmented)
+  _assert_same(_batches(source, total_steps=3, randaug=(2, 10), processes=True), augmented)
+  _assert_same(_batches(source, start_step=1, total_steps=3, randaug=(2, 10)), augmented[1:])
+  with pytest.raises(ValueError, match=r'^randaug must be \(N, M\)'):
+    _batches(source, randaug=(2,))
 
 
 def test_every_epoch_is_a_permutation():

@@ -59,11 +59,16 @@ def test_clipping_takes_the_norm_the_step_computed():
   np.testing.assert_allclose(u['bias'], [-0.1 * 12.0 / 26.0], rtol=1e-6)
 
 
-def test_weight_decay_hits_kernels_only_and_follows_the_schedule():
+@pytest.fixture(scope='module')
+def tiny_vit():
   model = vit_jax.create_model('vit_base_patch16_224', image_size=32, patch_size=16,
                                hidden_size=8, num_layers=1, num_heads=2, mlp_dim=16,
                                num_classes=3, resnet=None)
-  params = jit_init(model, jnp.zeros((1, 32, 32, 3)))['params']
+  return model, jit_init(model, jnp.zeros((1, 32, 32, 3)))['params']
+
+
+def test_weight_decay_hits_kernels_only_and_follows_the_schedule(tiny_vit):
+  _, params = tiny_vit
   mask = jax.tree_util.tree_flatten_with_path(decay_mask(params))[0]
   decayed = {'/'.join(p.key for p in path) for path, m in mask if m}
   assert 'head/kernel' in decayed and 'embedding/kernel' in decayed
@@ -102,3 +107,52 @@ def test_adamw_and_unknown_optimizer():
   np.testing.assert_allclose(u['kernel'], [-0.1, 0.1], rtol=1e-4)  # Adam's first step: sign
   with pytest.raises(ValueError, match="optimizer must be 'sgd' or 'adamw'"):
     make_optimizer(_config(optimizer='lamb'))
+
+
+def test_big_visions_weight_decay_at_lr_1e3_is_adamws_0_1_on_a_real_update(tiny_vit):
+  """wd 1e-4 big_vision-style (times the schedule) == AdamW's 0.1 (times lr),
+  step by step through warmup, with clipping and a bfloat16 first moment."""
+  model, params = tiny_vit
+  rs = np.random.RandomState(0)
+  params = dict(params, head=dict(params['head'], kernel=rs.normal(size=(8, 3)).astype(
+      np.float32)))  # a random head: gradients everywhere
+  images, labels = rs.normal(size=(4, 32, 32, 3)).astype(np.float32), np.array([0, 1, 2, 1])
+  grads = jax.jit(jax.grad(lambda p: cross_entropy(model.apply({'params': p}, images),
+                                                   labels)))(params)
+  # the head and the patch embedding, kernels (decayed) and biases (not)
+  params, grads = [{k: t[k] for k in ('head', 'embedding')} for t in (params, grads)]
+  common = dict(optimizer='adamw', lr=1e-3, warmup_steps=2, total_steps=10, grad_clip_norm=1.0,
+                adam_mu_dtype='bfloat16')
+  txs = [make_optimizer(_config(weight_decay_style='adamw', weight_decay=0.1, **common)),
+         make_optimizer(_config(weight_decay_style='big_vision', weight_decay=1e-4, **common))]
+
+  @jax.jit
+  def step(p, states):  # both from the same parameters and gradients, each its own state
+    (a, sa), (b, sb) = [tx.update(grads, s, p) for tx, s in zip(txs, states)]
+    return optax.apply_updates(p, a), (sa, sb), a, b
+  p, states = params, jax.jit(lambda p: tuple(tx.init(p) for tx in txs))(params)
+  assert {leaf.dtype for leaf in jax.tree.leaves(states[1][1].mu)} == {jnp.dtype('bfloat16')}
+  for _ in range(5):
+    p, states, a, b = step(p, states)
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+      np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-10)
+  decayed = float(jnp.abs(a['head']['kernel']).max())
+  assert 1e-5 < decayed < 1e-2  # a real update, past the warmup
+
+
+def test_big_vision_style_decay_follows_the_schedule_not_the_learning_rate():
+  params = {'kernel': jnp.full(3, 2.0), 'bias': jnp.full(3, 2.0)}
+  zeros = jax.tree.map(jnp.zeros_like, params)
+  for lr in (1e-3, 1.0):
+    tx = make_optimizer(_config(optimizer='adamw', lr=lr, warmup_steps=4, total_steps=100,
+                                weight_decay=0.5, weight_decay_style='big_vision'))
+    state = jax.jit(tx.init)(params)
+    for _ in range(3):
+      updates, state = jax.jit(tx.update)(zeros, state, params)
+    # the third step (count 2): the schedule's shape is 2 / 4, the decay 0.5 * 2 / 4 * w
+    np.testing.assert_allclose(updates['kernel'], -0.5 * 2 / 4 * 2.0, rtol=1e-6)
+    np.testing.assert_array_equal(updates['bias'], 0.0)
+  with pytest.raises(ValueError, match="^weight_decay_style must be 'adamw'"):
+    make_optimizer(_config(weight_decay_style='torch'))
+  with pytest.raises(ValueError, match="^adam_mu_dtype must be 'float32' or 'bfloat16'"):
+    make_optimizer(_config(optimizer='adamw', adam_mu_dtype='float16'))

@@ -1,6 +1,8 @@
 """Kill -9 (twice, once in the middle of a checkpoint save) and SIGTERM
 (saved, exit 42): the resumed run ends bit-identical to an uninterrupted one,
-whether its input was decoded in threads or in worker processes."""
+whether its input was decoded in threads or in worker processes, with
+RandAugment and Mixup on."""
+import json
 import os
 import signal
 import time
@@ -12,26 +14,38 @@ from train_helpers import (assert_params_equal, final_params, input_workers, met
                            start, tiny_args)
 
 
+# big_vision's recipe augmentation: RandAugment(2, 10) on the host, Mixup 0.2 in the step
+AUGMENTED = {'randaug': '(2, 10)', 'mixup': 0.2}
+
+
 @pytest.fixture(scope='module')
 def reference(tmp_path_factory):
   tmp = tmp_path_factory.mktemp('resume')
   data = photo_folder(str(tmp / 'data'), counts=(8, 7, 6))
-  run(tiny_args(tmp / 'straight', data))
+  run(tiny_args(tmp / 'straight', data, **AUGMENTED))
   return tmp, data
+
+
+def test_the_quickstart_model_trains_with_randaugment_and_mixup(reference):
+  tmp, _ = reference
+  config = json.loads((tmp / 'straight' / 'config.json').read_text())
+  assert config['randaug'] == [2, 10] and config['mixup'] == 0.2
+  losses = [r['loss'] for r in metric_rows(tmp / 'straight')]
+  assert len(losses) == 12 and all(0 < loss < 5 for loss in losses)
 
 
 def test_sigkill_at_a_step_and_during_a_save_then_resume_is_bit_exact(reference):
   tmp, data = reference
   work = tmp / 'killed'
   # 1: killed at step 6 (checkpoint 4 is complete), decoding in worker processes
-  processes = tiny_args(work, data, worker_processes=True)
+  processes = tiny_args(work, data, worker_processes=True, **AUGMENTED)
   run(processes, env={'VIT_JAX_FAULT': 'step:6'}, expect=-signal.SIGKILL)
   assert sorted(os.listdir(work / 'checkpoints')) == ['4']
   # 2: resumed at 4, killed right after the asynchronous save of step 8 started
   out, _ = run(processes, env={'VIT_JAX_FAULT': 'save:8'}, expect=-signal.SIGKILL)
   assert 'resumed from' in out and 'at step 4' in out
   # 3: resumed from the last complete checkpoint and run to the end, in threads
-  out, _ = run(tiny_args(work, data))
+  out, _ = run(tiny_args(work, data, **AUGMENTED))
   assert 'resumed from' in out
   assert_params_equal(final_params(work), final_params(tmp / 'straight'))
   assert metric_rows(work) == metric_rows(tmp / 'straight')

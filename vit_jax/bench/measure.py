@@ -4,6 +4,7 @@
         --mode infer [--compare timm] [--compare official --official-checkout PATH]
     python -m vit_jax.bench --mode pipeline [--photos DIR]
     python -m vit_jax.bench --mode train-input [--compare tfdata] [--image-size 224]
+        [--randaug 2,10 [--big-vision PATH]]
 
 Times the jitted step on the devices at hand (warm-up excluded, median of
 several repetitions; with comparisons, the implementations take turns each
@@ -282,11 +283,20 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                  'measuring every configuration in turn')
   p.add_argument('--official-checkout', metavar='PATH',
                  help='a checkout of google-research/vision_transformer (for --compare official)')
+  p.add_argument('--randaug', metavar='N,M', help='--mode train-input: with RandAugment(N, M), '
+                 "ours and (--compare tfdata) big_vision's")
+  p.add_argument('--big-vision', metavar='PATH', help='a checkout of google-research/big_vision '
+                 '(for --compare tfdata --randaug)')
   args = p.parse_args(argv)
   if args.mode == 'train-input':
     from vit_jax.bench import train_input
+    try:
+      randaug = train_input.parse_randaug_flag(args.randaug) if args.randaug else None
+    except argparse.ArgumentTypeError as e:
+      print(f'error: --randaug: {e}', file=sys.stderr)
+      return 2
     return train_input.run('tfdata' in args.compare, image_size=args.image_size,
-                           rounds=args.rounds)
+                           rounds=args.rounds, randaug=randaug, big_vision=args.big_vision)
   # the process settings of train.py (training) and eval.py, for every implementation
   backends.configure_process(training=args.mode == 'train')
   try:

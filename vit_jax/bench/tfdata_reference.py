@@ -5,21 +5,26 @@ Not a dependency: needs tensorflow, which lives in a separate environment
 this module there in a subprocess:
 
   python -m vit_jax.bench.tfdata_reference --images DIR [--cores N]
+      [--randaug N,M --big-vision PATH]
 
 It prints one JSON line. The pipeline is big_vision's
 `decode_jpeg_and_inception_crop(size) | flip_lr` with the tf.data settings of
-its `input_pipeline.make_for_train`; tensorflow is imported only inside
+its `input_pipeline.make_for_train`; with `--randaug N,M`, then its
+`randaug(N, M)`: big_vision's own code, imported from a checkout of
+google-research/big_vision (`--big-vision`), with `tfa_image` standing in
+for the retired tensorflow_addons. tensorflow is imported only inside
 functions, so the module imports without it.
 """
 from __future__ import annotations
 
 import argparse
+import ast
 import importlib.util
 import json
 import os
 import sys
 import time
-from typing import Iterator, Sequence
+from typing import Iterator, Optional, Sequence
 
 from etils import epath
 
@@ -56,17 +61,25 @@ def _inception_crop_flip(jpeg, image_size: int):
   return tf.image.random_flip_left_right(image)
 
 
-def training_batches(jpegs: Sequence[bytes], image_size: int, batch_size: int):
+def training_batches(jpegs: Sequence[bytes], image_size: int, batch_size: int,
+                     randaug: Optional[tuple[int, float]] = None, autoaugment=None):
   """An endless tf.data.Dataset of uint8 (batch_size, image_size, image_size, 3)
-  batches of augmented `jpegs`, built as big_vision builds its training input."""
+  batches of augmented `jpegs`, built as big_vision builds its training input;
+  `randaug` (N, M) applies `autoaugment` (big_vision's module, `tfa_image.
+  load_autoaugment`) after the flip, as its `randaug(N, M)` op does."""
   import tensorflow as tf
+
+  def augment(jpeg):
+    image = _inception_crop_flip(jpeg, image_size)
+    if randaug:
+      image = autoaugment.distort_image_with_randaugment(image, *randaug)
+    return image
   options = tf.data.Options()
   options.threading.private_threadpool_size = PRIVATE_THREADPOOL_SIZE
   options.threading.max_intra_op_parallelism = 1
   options.experimental_optimization.inject_prefetch = False
   data = tf.data.Dataset.from_tensor_slices(list(jpegs)).with_options(options).repeat()
-  data = data.map(lambda jpeg: _inception_crop_flip(jpeg, image_size),
-                  num_parallel_calls=NUM_PARALLEL_CALLS)
+  data = data.map(augment, num_parallel_calls=NUM_PARALLEL_CALLS)
   return data.batch(batch_size, drop_remainder=True).prefetch(PREFETCH_BATCHES)
 
 
@@ -84,10 +97,12 @@ def delivered_per_sec(batches: Iterator, batch_size: int, seconds: float) -> flo
 
 
 def images_per_sec(jpegs: Sequence[bytes], image_size: int, batch_size: int,
-                   seconds: float) -> float:
+                   seconds: float, randaug: Optional[tuple[int, float]] = None,
+                   autoaugment=None) -> float:
   """Augmented images per second delivered as numpy uint8 batches (what
   big_vision's ops produce)."""
-  batches = training_batches(jpegs, image_size, batch_size).as_numpy_iterator()
+  batches = training_batches(jpegs, image_size, batch_size, randaug,
+                             autoaugment).as_numpy_iterator()
   return delivered_per_sec(batches, batch_size, seconds)
 
 
@@ -107,7 +122,22 @@ def main(argv: Sequence[str] | None = None) -> int:
   parser.add_argument('--seconds', type=float, default=10.0, help='how long to count')
   parser.add_argument('--cores', type=int, default=None,
                       help='run on the first N cores this process may use (default: all)')
+  parser.add_argument('--randaug', metavar='N,M', help="then big_vision's randaug(N, M)")
+  parser.add_argument('--big-vision', metavar='PATH',
+                      help='a checkout of google-research/big_vision (for --randaug)')
   args = parser.parse_args(argv)
+  randaug = None
+  if args.randaug:
+    try:
+      layers, magnitude = ast.literal_eval(args.randaug)
+      randaug = (int(layers), float(magnitude))
+    except (ValueError, SyntaxError, TypeError):
+      print(f'--randaug {args.randaug}: expected N,M such as 2,10', file=sys.stderr)
+      return 2
+    if not args.big_vision:
+      print("--randaug runs big_vision's own code: give a checkout of "
+            'google-research/big_vision with --big-vision PATH', file=sys.stderr)
+      return 2
   allowed = sorted(os.sched_getaffinity(0))
   cores = len(allowed) if args.cores is None else args.cores
   if not 1 <= cores <= len(allowed):
@@ -125,8 +155,17 @@ def main(argv: Sequence[str] | None = None) -> int:
           'the python of an environment that has it', file=sys.stderr)
     return 2
   import tensorflow as tf
+  autoaugment = None
+  if randaug:
+    from vit_jax.bench import tfa_image
+    try:
+      autoaugment = tfa_image.load_autoaugment(args.big_vision)
+    except ValueError as e:
+      print(f'--big-vision: {e}', file=sys.stderr)
+      return 2
   try:
-    rate = images_per_sec(jpegs, args.image_size, args.batch_size, args.seconds)
+    rate = images_per_sec(jpegs, args.image_size, args.batch_size, args.seconds, randaug,
+                          autoaugment)
   except tf.errors.InvalidArgumentError as e:
     print(f'--images {args.images}: a file there is not a JPEG tensorflow can read '
           f'({e.message.splitlines()[0]})', file=sys.stderr)

@@ -86,7 +86,14 @@ def parse_flags(argv: list[str]) -> list[str]:
   except (KeyError, AttributeError) as e:
     _override_error(e)
   except (flags.Error, ValueError, TypeError) as e:
-    fail(f'bad flag: {one_line(str(e))}', exit_codes.USER_ERROR)
+    text = one_line(str(e))
+    key = re.search(r'--config\.(\w+)=(.*?): ', text)
+    if key:  # a training key's value that does not parse: say the form it takes
+      from vit_jax.train.config_keys import malformed
+      text = malformed(*key.groups()) or f'bad flag: {text}'
+    else:
+      text = f'bad flag: {text}'
+    fail(text, exit_codes.USER_ERROR)
 
 
 def run_absl(main, doc: str) -> None:
@@ -126,6 +133,9 @@ def load_config(holder):
     fail(f'bad --config: {one_line(str(e))}', exit_codes.USER_ERROR)
   try:
     recipes.apply_overrides(config, _MODEL_OVERRIDES)
+    if 'optimizer' in config:  # a training config: its augmentation and optimizer keys
+      from vit_jax.train import config_keys
+      config_keys.check(config)
   except ValueError as e:
     fail(str(e), exit_codes.USER_ERROR)
   return config

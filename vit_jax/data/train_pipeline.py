@@ -3,9 +3,13 @@
 Row r of the global batch at step s is example `perm_e[(s * B + r) % N]` of
 epoch e = (s * B + r) // N, with `perm_e` a seeded permutation; process p
 loads rows [p * L, (p + 1) * L). Row r's augmentation draws its uniforms from
-Philox counters reserved for (seed, s, r), so the global batch does not
-depend on the number of hosts, workers, or whether they are threads or
-processes, and a run restarted at step s sees the batches it would have seen.
+Philox counters reserved for (seed, s, r) (the crop and flip in one stream,
+RandAugment's choices in another), so the global batch does not depend on
+the number of hosts, workers, or whether they are threads or processes, and
+a run restarted at step s sees the batches it would have seen.
+
+RandAugment (`randaug=(N, M)`, `vit_jax.data.randaugment`) runs on each
+crop after the flip, as big_vision's `inception_crop|flip_lr|randaug(N, M)`.
 
 Workers fill chunks of rows in place: threads write into the batch being
 built (decoding and resizing release the GIL); worker processes write into
@@ -27,12 +31,13 @@ import numpy as np
 from vit_jax.data.augment import DRAWS_PER_IMAGE, augment_into
 from vit_jax.data.batch_buffers import BatchBuffers
 from vit_jax.data.decode import UndecodableImage
+from vit_jax.data.randaugment import RandAugment, parse_randaug
 from vit_jax.data.sources import DatasetError
 
-# Philox4x64 yields four 64-bit words per counter: each row owns this many
-# counters, so a row's uniforms are the same whichever chunk draws them.
-_COUNTERS_PER_ROW = math.ceil(DRAWS_PER_IMAGE / 4)
-_ROW_WORDS = 4 * _COUNTERS_PER_ROW
+# Philox4x64 yields four 64-bit words per counter: each row owns a whole
+# number of counters, so a row's uniforms are the same whichever chunk draws
+# them. The second counter word selects the stream.
+CROP_STREAM, RANDAUG_STREAM = 0, 1
 _MAX_CHUNK = 32
 
 
@@ -63,11 +68,13 @@ def example_index(seed: int, step: int, row: int, batch_size: int, n: int) -> in
   return int(example_indices(seed, step, np.array([row]), batch_size, n)[0])
 
 
-def row_draws(seed: int, step: int, first_row: int, rows: int) -> np.ndarray:
-  """(rows, words) uniforms in [0, 1) of global rows first_row, first_row + 1, ..."""
+def row_draws(seed: int, step: int, first_row: int, rows: int,
+              per_row: int = DRAWS_PER_IMAGE, stream: int = CROP_STREAM) -> np.ndarray:
+  """(rows, >= per_row) uniforms in [0, 1) of global rows first_row, first_row + 1, ..."""
+  counters = math.ceil(per_row / 4)
   bits = np.random.Philox(key=[seed % 2 ** 64, step],
-                          counter=[first_row * _COUNTERS_PER_ROW, 0, 0, 0])
-  return np.random.Generator(bits).random((rows, _ROW_WORDS))
+                          counter=[first_row * counters, stream, 0, 0])
+  return np.random.Generator(bits).random((rows, 4 * counters))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,6 +89,7 @@ class Augmentation:
   crop_scale: tuple[float, float]
   flip: bool
   interpolation: str
+  randaug: Optional[tuple[int, float]] = None   # (layers, magnitude)
 
   def fill(self, step: int, lo: int, hi: int, images: np.ndarray, labels: np.ndarray) -> None:
     """This process's rows [lo, hi) of `step` into images[0:hi-lo], labels[0:hi-lo]."""
@@ -89,6 +97,9 @@ class Augmentation:
     indices = example_indices(self.seed, step, np.arange(first, first + hi - lo),
                               self.batch_size, len(self.source))
     draws = row_draws(self.seed, step, first, hi - lo).tolist()
+    policy = RandAugment(*self.randaug) if self.randaug else None
+    if policy:
+      choices = row_draws(self.seed, step, first, hi - lo, policy.draws, RANDAUG_STREAM).tolist()
     for j, index in enumerate(indices.tolist()):
       record = self.source[index]
       try:
@@ -98,6 +109,8 @@ class Augmentation:
         where = getattr(self.source, 'spec', 'the dataset')
         raise DatasetError(f'training image {record.get("id", index)} of {where} cannot be '
                            f'decoded ({e}); remove or replace it') from None
+      if policy:
+        images[j] = policy.apply(images[j], choices[j])
       labels[j] = record['label']
 
 
@@ -140,15 +153,17 @@ def train_batches(source, *, seed: int, start_step: int, total_steps: int, batch
                   image_size: int, process_index: int = 0, process_count: int = 1,
                   crop_scale: tuple[float, float] = (0.08, 1.0), flip: bool = True,
                   interpolation: str = 'bilinear', workers: Optional[int] = None,
-                  processes: bool = False) -> Iterator[dict]:
+                  processes: bool = False,
+                  randaug: Optional[tuple[int, float]] = None) -> Iterator[dict]:
   """This process's rows of the global batches of steps [start_step, total_steps):
   dicts of `image` uint8 (L, S, S, 3) and `label` int32 (L,). `workers`
   (default: the cores this process may use) threads, or processes with
-  `processes=True`, decode and augment."""
+  `processes=True`, decode and augment; `randaug=(N, M)` adds big_vision's
+  RandAugment after the crop and flip."""
   workers = workers or default_workers()
   local = batch_size // process_count
   aug = Augmentation(source, seed, batch_size, local, process_index, image_size,
-                     tuple(crop_scale), flip, interpolation)
+                     tuple(crop_scale), flip, interpolation, parse_randaug(randaug, 'randaug'))
   row_chunks = chunks(local, workers)
   depth = steps_in_flight(local, workers, row_chunks[0][1])
   if processes:

@@ -1,10 +1,18 @@
 """Optimizer and learning-rate schedule from a training config.
 
-SGD with momentum (the card's recipe) or AdamW; linear warmup then cosine
-decay to zero; clipping by global norm; decoupled weight decay on kernels
-only. Decay convention (as optax.adamw): each step subtracts
-`lr(t) * weight_decay * w`, i.e. the decay follows the learning-rate
-schedule, peak included.
+SGD with momentum (the card's recipe) or Adam with decoupled weight decay
+(`adam_b1`, `adam_b2`, `adam_eps`, and `adam_mu_dtype` for the first
+moment, bfloat16 in big_vision); linear warmup then cosine decay to zero;
+clipping by global norm; weight decay on kernels only, in one of two units
+(`weight_decay_style`):
+
+- 'adamw' (optax.adamw, PyTorch's AdamW): each step subtracts
+  `lr(t) * weight_decay * w`, the decay scaled by the learning rate.
+- 'big_vision' (its `config.wd`): each step subtracts
+  `lr(t) / lr * weight_decay * w`, the decay following the schedule's shape
+  (1 at its peak) but not the learning rate's value.
+
+So big_vision's wd 1e-4 at lr 1e-3 is AdamW's weight_decay 0.1 at lr 1e-3.
 """
 from __future__ import annotations
 
@@ -14,6 +22,8 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import optax
+
+from vit_jax.train.config_keys import check_optimizer
 
 
 def schedule(lr: float, warmup_steps: int, total_steps: int) -> optax.Schedule:
@@ -52,18 +62,24 @@ def clip_by_global_norm(max_norm: float) -> optax.GradientTransformationExtraArg
 
 
 def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformationExtraArgs:
-  lr = schedule(config.lr, config.warmup_steps, config.total_steps)
+  check_optimizer(config)
   parts = []
   if config.grad_clip_norm:
     parts.append(clip_by_global_norm(config.grad_clip_norm))
   if config.optimizer == 'sgd':
     parts.append(optax.trace(decay=config.momentum, nesterov=False)
                  if config.momentum else optax.identity())
-  elif config.optimizer == 'adamw':
-    parts.append(optax.scale_by_adam(b1=config.get('b1', 0.9), b2=config.get('b2', 0.999)))
   else:
-    raise ValueError(f"optimizer must be 'sgd' or 'adamw', got {config.optimizer!r}")
-  if config.weight_decay:
-    parts.append(optax.add_decayed_weights(config.weight_decay, mask=decay_mask))
-  parts.append(optax.scale_by_learning_rate(lr))
+    parts.append(optax.scale_by_adam(
+        b1=config.get('adam_b1', 0.9), b2=config.get('adam_b2', 0.999),
+        eps=config.get('adam_eps', 1e-8), mu_dtype=jnp.dtype(config.get('adam_mu_dtype',
+                                                                         'float32'))))
+  decay = ([optax.add_decayed_weights(config.weight_decay, mask=decay_mask)]
+           if config.weight_decay else [])
+  if config.get('weight_decay_style', 'adamw') == 'adamw':
+    parts += decay + [optax.scale_by_learning_rate(
+        schedule(config.lr, config.warmup_steps, config.total_steps))]
+  else:  # big_vision's chain: lr, then the decay, then the schedule's shape
+    parts += [optax.scale(config.lr)] + decay + [optax.scale_by_schedule(
+        schedule(1.0, config.warmup_steps, config.total_steps)), optax.scale(-1.0)]
   return optax.chain(*parts)

@@ -19,6 +19,8 @@ from jax.sharding import Mesh, NamedSharding
 
 from vit_jax import parallel
 from vit_jax.models import registry
+from vit_jax.train import config_keys
+from vit_jax.train.mixing import make_mixer
 from vit_jax.train.optim import make_optimizer, schedule
 from vit_jax.train.step import init_state, make_train_step
 
@@ -66,7 +68,10 @@ def build(config: ml_collections.ConfigDict, model_config: ml_collections.Config
   if config.accum_steps < 1 or config.batch_size % (n * config.accum_steps):
     raise ValueError(f'batch_size={config.batch_size} must be divisible by the device count '
                      f'({n}) times accum_steps ({config.accum_steps})')
+  config_keys.check(config)
   tx = make_optimizer(config)
+  mix = make_mixer(config_keys.mixing_of(config), model_config.num_classes,
+                   config.label_smoothing, mesh)
   lr_fn = schedule(config.lr, config.warmup_steps, config.total_steps)
 
   # shapes first, then shardings: nothing is allocated until the caller initialises
@@ -80,7 +85,7 @@ def build(config: ml_collections.ConfigDict, model_config: ml_collections.Config
   step = jax.jit(
       make_train_step(model, tx, lr_fn, model_config.mean, model_config.std,
                       config.label_smoothing, config.accum_steps, list(mesh.devices.flat),
-                      fsdp=(mesh, specs) if config.fsdp > 1 else None),
+                      fsdp=(mesh, specs) if config.fsdp > 1 else None, mix=mix),
       in_shardings=(shardings, batch_sh, batch_sh),
       out_shardings=(shardings, parallel.replicated(mesh)), donate_argnums=(0,))
   return TrainProgram(model_config, model, mesh, init, abstract, shardings, batch_sh, step,

@@ -17,6 +17,7 @@ import optax
 from vit_jax import backends
 from vit_jax.train.fsdp import sharded
 from vit_jax.train.losses import cross_entropy
+from vit_jax.train.mixing import MIX_STREAM
 
 
 def init_state(model: nn.Module, tx: optax.GradientTransformation, image_size: int,
@@ -34,13 +35,16 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation,
                     lr_fn: Callable, mean: Sequence[float], std: Sequence[float],
                     label_smoothing: float = 0.0, accum_steps: int = 1,
                     devices: Optional[Sequence[jax.Device]] = None,
-                    kernels: bool = True, fsdp: Optional[tuple] = None) -> Callable:
+                    kernels: bool = True, fsdp: Optional[tuple] = None,
+                    mix: Optional[Callable] = None) -> Callable:
   """(state, images uint8 NHWC, labels) -> (state, metrics); not yet jitted.
   `devices` (default: all) are those the step will run on: their platform
   picks the layers' implementations (`vit_jax.backends`); `kernels=False`
   keeps the model as written (the benchmark's reference models). `fsdp`:
   (mesh, the parameters' PartitionSpecs) of sharded parameters, whose
-  gradients `vit_jax.train.fsdp` computes."""
+  gradients `vit_jax.train.fsdp` computes. `mix`: (rng, images, labels) ->
+  (images, soft targets), Mixup or CutMix (`vit_jax.train.mixing`), drawing
+  from the step's rng."""
   mean, std = jnp.asarray(mean, jnp.float32), jnp.asarray(std, jnp.float32)
   devices = list(jax.devices() if devices is None else devices)
 
@@ -73,6 +77,8 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation,
 
   def step(state, images, labels):
     rng = jax.random.fold_in(state['rng'], state['step'])
+    if mix is not None:
+      images, labels = mix(jax.random.fold_in(rng, MIX_STREAM), images, labels)
     loss, grads = loss_and_grads(state['params'], images, labels, rng)
     grad_norm = optax.tree.norm(grads)
     finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)

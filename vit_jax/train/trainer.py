@@ -20,7 +20,7 @@ from vit_jax import backends, parallel, summary
 from vit_jax.data.sources import DatasetError, open_source
 from vit_jax.data.train_pipeline import default_workers, train_batches
 from vit_jax.progress import Progress
-from vit_jax.train import compilation, goodput, profiling, watchdog
+from vit_jax.train import compilation, config_keys, goodput, profiling, watchdog
 from vit_jax.train.checkpointing import Checkpointer
 from vit_jax.train.metrics import MetricsWriter
 from vit_jax.train.preemption import Preemption
@@ -133,7 +133,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
       batch_size=config.batch_size, image_size=config.image_size,
       process_index=jax.process_index(), process_count=jax.process_count(),
       crop_scale=tuple(config.crop_scale), flip=config.flip, workers=config.workers or None,
-      processes=config.worker_processes), mesh)
+      processes=config.worker_processes, randaug=config_keys.randaug_of(config)), mesh)
   last: dict = {}
   preempted = None
   interval_start = time.monotonic()

@@ -130,7 +130,8 @@ def load_config(holder):
     config = holder.value
     config.get('model')
   except Exception as e:  # noqa: BLE001 -- ml_collections defers load errors to here
-    fail(f'bad --config: {one_line(str(e))}', exit_codes.USER_ERROR)
+    unknown = recipes.missing(config_flags.get_config_filename(flags.FLAGS[holder.name]))
+    fail(f'bad --config: {unknown or one_line(str(e))}', exit_codes.USER_ERROR)
   try:
     recipes.apply_overrides(config, _MODEL_OVERRIDES)
     if 'optimizer' in config:  # a training config: its augmentation and optimizer keys

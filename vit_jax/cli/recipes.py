@@ -13,7 +13,7 @@ from __future__ import annotations
 import ast
 import importlib.util
 import os
-from typing import Any
+from typing import Any, Optional
 
 OVERRIDE = '--config.model_overrides.'
 
@@ -31,6 +31,26 @@ def resolve(spec: str) -> str:
     if os.path.isfile(candidate) and name not in ('__init__', 'common'):
       return candidate + sep + arg
   return spec  # ml_collections names the missing file
+
+
+def choices() -> list[str]:
+  """The recipe names of the installed `configs` package."""
+  found = importlib.util.find_spec('configs')
+  names = set()
+  for folder in (found.submodule_search_locations or []) if found else []:
+    names.update(f[:-3] for f in os.listdir(folder)
+                 if f.endswith('.py') and f[:-3] not in ('__init__', 'common'))
+  return sorted(names)
+
+
+def missing(spec: str) -> Optional[str]:
+  """The message for a `--config` that is neither a file nor a recipe, naming
+  the recipes; None when it is one."""
+  path = spec.partition(':')[0]
+  if os.path.isfile(path):
+    return None
+  return (f'no recipe or config file {path!r}; recipes: {", ".join(choices())} '
+          '(--config=NAME[:ARG], or the path of a config file)')
 
 
 def rewrite_argv(argv: list[str]) -> tuple[list[str], list[tuple[str, str]]]:

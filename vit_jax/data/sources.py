@@ -13,8 +13,9 @@ from typing import Any, Optional, Sequence
 import numpy as np
 
 IMAGE_SUFFIXES = ('.jpg', '.jpeg', '.png', '.bmp', '.gif', '.tif', '.tiff', '.webp', '.ppm')
-# Split used when a tfds spec names none.
-DEFAULT_SPLIT = 'validation'
+# Split used when a tfds spec names none: the first of these the dataset has
+# (imagenet_v2 has only `test`).
+DEFAULT_SPLITS = ('validation', 'test')
 
 
 class DatasetError(ValueError):
@@ -79,7 +80,7 @@ def open_folder(root: str, class_names: Optional[Sequence[str]] = None) -> Folde
 class TfdsSource:
   """A prepared TFDS split read through `tfds.data_source` (ArrayRecord)."""
 
-  def __init__(self, name: str, split: str, data_dir: Optional[str]):
+  def __init__(self, name: str, split: Optional[str], data_dir: Optional[str]):
     import tensorflow_datasets as tfds
     try:
       builder = tfds.builder(name, data_dir=data_dir)
@@ -87,6 +88,8 @@ class TfdsSource:
       raise DatasetError(f'unknown TFDS dataset {name!r}: {str(e).splitlines()[0]}') from None
     if not builder.is_prepared():
       raise DatasetError(_not_prepared_message(name, data_dir or tfds.core.constants.DATA_DIR))
+    if not split:
+      split = next((s for s in DEFAULT_SPLITS if s in builder.info.splits), DEFAULT_SPLITS[0])
     try:
       self._source = builder.as_data_source(split=split,
                                             decoders={'image': tfds.decode.SkipDecoding()})
@@ -167,7 +170,7 @@ def open_source(spec: str, data_dir: Optional[str] = None,
     return open_folder(os.path.expanduser(rest), class_names)
   if kind == 'tfds':
     name, _, split = rest.partition(':')
-    return TfdsSource(name, split or DEFAULT_SPLIT, data_dir)
+    return TfdsSource(name, split or None, data_dir)
   if kind == 'digits':  # scikit-learn's digits, written as a folder on first use
     from vit_jax.data import digits
     if rest not in ('train', 'test'):

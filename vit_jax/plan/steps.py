@@ -67,11 +67,27 @@ def _candidates(config: ml_collections.ConfigDict, devices: int, temp_bound: boo
     yield flags, _variant(config, **t)
 
 
+def _with_length(config: ml_collections.ConfigDict,
+                 log: Callable[[str], None]) -> ml_collections.ConfigDict:
+  """The config with its total_steps (the schedule is part of the step): a
+  recipe that counts epochs takes the training split's size, from the data
+  if it is here, else from the catalogue (`vit_jax.data.splits`)."""
+  from vit_jax.train import config_keys, duration
+  if config_keys.total_epochs_of(config) is None:
+    return duration.resolved(config, 0)
+  from vit_jax.data import splits
+  size = splits.num_examples(config.dataset, config.data_dir)
+  config = duration.resolved(config, size)
+  log(duration.describe(config, size))
+  return config
+
+
 def plan_training(config: ml_collections.ConfigDict, topology_name: str,
                   log: Callable[[str], None] = print, search: bool = True) -> dict:
   """The report of the training step `config` gives on the named slice; where
   it does not fit (and `search`), the first variant that does."""
   tpu = topology.parse(topology_name)
+  config = _with_length(config, log)
   devices = topology.devices(tpu)
   hbm = topology.hbm_bytes_per_device(devices)
   out = _train_report(config, tpu, devices, hbm)

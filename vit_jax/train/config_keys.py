@@ -1,4 +1,5 @@
-"""The augmentation and optimizer keys of a training config, read and checked.
+"""The augmentation, optimizer, loss, duration and evaluation keys of a
+training config, read and checked.
 
 Read without JAX, so the command line can reject a malformed value (one
 line naming the key and the form it takes, exit 2) before anything starts;
@@ -12,6 +13,7 @@ import numbers
 from typing import Any, Optional
 
 from vit_jax.data import randaugment
+from vit_jax.train.losses import LOSSES
 
 WEIGHT_DECAY_STYLES = ('adamw', 'big_vision')
 MU_DTYPES = ('float32', 'bfloat16')
@@ -25,6 +27,12 @@ FORMS = {
     'weight_decay_style': "'adamw' (w -= lr(t) * wd * w) or 'big_vision' "
                           "(w -= lr(t) / lr * wd * w)",
     'adam_mu_dtype': "'float32' or 'bfloat16'",
+    'loss': "'softmax_xent' (softmax cross-entropy) or 'sigmoid_xent' (big_vision's: a "
+            "sigmoid per class)",
+    'total_epochs': 'a number of epochs > 0 (total_steps = round(epochs x the training '
+                    "split's size / batch_size)), or None to take total_steps",
+    'evals': "a dict {NAME: DATASET} of the datasets evaluated besides eval_dataset, e.g. "
+             "{'v2': 'tfds:imagenet_v2:test'}, or {} for none",
 }
 
 
@@ -65,6 +73,37 @@ def mixing_of(config: Any) -> Mixing:
                 number('mix_prob', 1.0, lambda v: 0 <= v <= 1))
 
 
+def loss_of(config: Any) -> str:
+  """The training loss's name (`loss`, default 'softmax_xent')."""
+  value = config.get('loss', LOSSES[0])
+  if value not in LOSSES:
+    raise ValueError(malformed('loss', value))
+  return value
+
+
+def total_epochs_of(config: Any) -> Optional[float]:
+  """`total_epochs`, or None when the run counts `total_steps`."""
+  value = config.get('total_epochs', None)
+  if value is None:
+    return None
+  if not (isinstance(value, numbers.Real) and not isinstance(value, bool)
+          and math.isfinite(value) and value > 0):
+    raise ValueError(malformed('total_epochs', value))
+  return float(value)
+
+
+def evals_of(config: Any) -> dict[str, str]:
+  """{name: dataset spec} of `evals`; names are the metrics' prefixes
+  (`NAME/top1`), so each is a plain word."""
+  value = config.get('evals', None) or {}
+  value = value.to_dict() if hasattr(value, 'to_dict') else value
+  if not (isinstance(value, dict) and all(
+      isinstance(k, str) and k.replace('_', '').replace('-', '').isalnum()
+      and isinstance(v, str) and v for k, v in value.items())):
+    raise ValueError(malformed('evals', value))
+  return dict(value)
+
+
 def check_optimizer(config: Any) -> None:
   if config.get('optimizer', 'sgd') not in ('sgd', 'adamw'):
     raise ValueError(f"optimizer must be 'sgd' or 'adamw', got {config.optimizer!r}")
@@ -80,7 +119,11 @@ def check_adam_and_decay(config: Any) -> None:
 
 def check(config: Any) -> None:
   """A ValueError naming the first malformed key of these (absent keys take
-  their defaults): randaug, the mixing keys, weight_decay_style, adam_mu_dtype."""
+  their defaults): randaug, the mixing keys, weight_decay_style, adam_mu_dtype,
+  loss, total_epochs, evals."""
   randaug_of(config)
   mixing_of(config)
   check_adam_and_decay(config)
+  loss_of(config)
+  total_epochs_of(config)
+  evals_of(config)

@@ -85,7 +85,8 @@ def build(config: ml_collections.ConfigDict, model_config: ml_collections.Config
   step = jax.jit(
       make_train_step(model, tx, lr_fn, model_config.mean, model_config.std,
                       config.label_smoothing, config.accum_steps, list(mesh.devices.flat),
-                      fsdp=(mesh, specs) if config.fsdp > 1 else None, mix=mix),
+                      fsdp=(mesh, specs) if config.fsdp > 1 else None, mix=mix,
+                      loss=config_keys.loss_of(config)),
       in_shardings=(shardings, batch_sh, batch_sh),
       out_shardings=(shardings, parallel.replicated(mesh)), donate_argnums=(0,))
   return TrainProgram(model_config, model, mesh, init, abstract, shardings, batch_sh, step,

@@ -16,7 +16,7 @@ import optax
 
 from vit_jax import backends
 from vit_jax.train.fsdp import sharded
-from vit_jax.train.losses import cross_entropy
+from vit_jax.train.losses import loss_fn as named_loss
 from vit_jax.train.mixing import MIX_STREAM
 
 
@@ -36,7 +36,7 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation,
                     label_smoothing: float = 0.0, accum_steps: int = 1,
                     devices: Optional[Sequence[jax.Device]] = None,
                     kernels: bool = True, fsdp: Optional[tuple] = None,
-                    mix: Optional[Callable] = None) -> Callable:
+                    mix: Optional[Callable] = None, loss: str = 'softmax_xent') -> Callable:
   """(state, images uint8 NHWC, labels) -> (state, metrics); not yet jitted.
   `devices` (default: all) are those the step will run on: their platform
   picks the layers' implementations (`vit_jax.backends`); `kernels=False`
@@ -44,7 +44,8 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation,
   (mesh, the parameters' PartitionSpecs) of sharded parameters, whose
   gradients `vit_jax.train.fsdp` computes. `mix`: (rng, images, labels) ->
   (images, soft targets), Mixup or CutMix (`vit_jax.train.mixing`), drawing
-  from the step's rng."""
+  from the step's rng. `loss`: one of `vit_jax.train.losses.LOSSES`."""
+  criterion = named_loss(loss)
   mean, std = jnp.asarray(mean, jnp.float32), jnp.asarray(std, jnp.float32)
   devices = list(jax.devices() if devices is None else devices)
 
@@ -52,7 +53,7 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation,
     x = (images.astype(jnp.float32) / 255.0 - mean) / std
     with backends.for_devices(devices, kernels):
       logits = model.apply({'params': gather(params)}, x, train=True, rngs={'dropout': rng})
-    return cross_entropy(logits, labels, label_smoothing)
+    return criterion(logits, labels, label_smoothing)
 
   grad_fn = jax.value_and_grad(loss_fn)
   optimizer = optax.with_extra_args_support(tx)

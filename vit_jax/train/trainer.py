@@ -20,7 +20,7 @@ from vit_jax import backends, parallel, summary
 from vit_jax.data.sources import DatasetError, open_source
 from vit_jax.data.train_pipeline import default_workers, train_batches
 from vit_jax.progress import Progress
-from vit_jax.train import compilation, config_keys, goodput, profiling, watchdog
+from vit_jax.train import compilation, config_keys, duration, goodput, profiling, watchdog
 from vit_jax.train.checkpointing import Checkpointer
 from vit_jax.train.metrics import MetricsWriter
 from vit_jax.train.preemption import Preemption
@@ -34,6 +34,9 @@ from vit_jax.workdir import Workdir
 FAULT_ENV = 'VIT_JAX_FAULT'
 # what the progress lines show of a metrics row (the keys it has)
 SHOWN = ('loss', 'top1', 'input_wait', 'step_time_s', 'tflops_per_device', 'mfu')
+# what each evaluation adds to a metrics row: `top1` ... of eval_dataset,
+# `NAME/top1` ... of each of `evals`
+EVAL_METRICS = ('top1', 'top5')
 
 
 class NonFiniteError(RuntimeError):
@@ -68,6 +71,14 @@ def model_config(config: ml_collections.ConfigDict):
   return load_params(config.pretrained, config.model, log=print, **model_overrides(config))
 
 
+def open_evals(config: ml_collections.ConfigDict) -> list[tuple[str, str, object]]:
+  """(metrics prefix, spec, source) of each dataset a run evaluates: prefix
+  '' for `eval_dataset`, 'NAME/' for each of `evals`."""
+  specs = [('', config.eval_dataset)] if config.eval_dataset else []
+  specs += [(f'{name}/', spec) for name, spec in config_keys.evals_of(config).items()]
+  return [(prefix, spec, open_source(spec, config.data_dir)) for prefix, spec in specs]
+
+
 def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Train until `total_steps`; returns the last metrics. Raises Preempted
   once a SIGTERM's step is saved."""
@@ -78,6 +89,8 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
   # --- Model, data, mesh, shardings and the step ---
   mcfg, pretrained = model_config(config)
   source = open_source(config.dataset, config.data_dir)
+  config = duration.resolved(config, len(source))
+  eval_sources = open_evals(config)  # now: a dataset that is not there stops the start
   if source.num_classes > mcfg.num_classes:
     raise DatasetError(f'{config.dataset} has {source.num_classes} classes but the model '
                        f'{mcfg.num_classes}; set model_overrides.num_classes')
@@ -88,6 +101,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
   summary.print_startup('training', config, mcfg, mesh, program.abstract_state['params'],
                         config.batch_size)
+  _say(duration.describe(config, len(source)))
   changed = summary.keep_config(config, run)
 
   # --- State: restore or initialise; the step, compiled ---
@@ -116,10 +130,13 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
   def evaluate_now() -> dict:
     from vit_jax.eval.evaluate import evaluate
-    out = evaluate(model, state['params'], config.eval_dataset, model_config=mcfg,
-                   batch_size=config.eval_batch_size, mesh=mesh, data_dir=config.data_dir,
-                   workers=config.workers or default_workers(), progress=False)
-    return {'top1': out['top1'], 'top5': out['top5']}
+    row = {}
+    for prefix, _, eval_source in eval_sources:
+      out = evaluate(model, state['params'], eval_source, model_config=mcfg,
+                     batch_size=config.eval_batch_size, mesh=mesh,
+                     workers=config.workers or default_workers(), progress=False)
+      row.update({prefix + k: out[k] for k in EVAL_METRICS})
+    return row
 
   # --- The loop ---
   preemption = Preemption()
@@ -153,7 +170,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
         if profiler.finish(step, state):
           _say(f'profile of steps {profile_steps[0]}-{step} written to {run.profiles}')
       logging_step = step % config.log_every == 0 or step == config.total_steps
-      evaluating = bool(config.eval_dataset) and (
+      evaluating = bool(eval_sources) and (
           (config.eval_every and step % config.eval_every == 0) or step == config.total_steps)
       saving = step % config.checkpoint_every == 0 or step == config.total_steps
       if logging_step or evaluating or saving or stop:
@@ -198,9 +215,10 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
     ledger.book('checkpoint')
     ledger.flush()
   _say(ledger.summary())
-  if 'top1' in last:
-    print(f'held-out {config.eval_dataset}: top-1 {100 * last["top1"]:.2f}%  '
-          f'top-5 {100 * last["top5"]:.2f}%')
+  for prefix, spec, _ in eval_sources:
+    if prefix + 'top1' in last:
+      _say(f'held-out {spec}: top-1 {100 * last[prefix + "top1"]:.2f}%  '
+           f'top-5 {100 * last[prefix + "top5"]:.2f}%')
   if preempted is not None:
     _say(f'SIGTERM: saved step {preempted}; exiting with 42: the same command resumes')
     raise Preempted(preempted)

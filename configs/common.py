@@ -1,8 +1,6 @@
 """Keys every training config has (DESIGN.md), with neutral defaults."""
 import ml_collections
 
-from vit_jax.models.registry import big_vision_eval
-
 
 # What a v3-8 (16 GiB a core) needs to fit batch 512 in bfloat16: blocks
 # rematerialised in the backward pass (`python train.py ... --compile_for=v3-8`
@@ -33,10 +31,13 @@ I1K_EVALS = {'minival': 'tfds:imagenet2012:train[99%:]',
 # big_vision's plain ViT (models/vit.py) as model config fields: tanh GELU,
 # position embeddings added before the class token, a tanh pre-logits layer
 # of the width (rep_size=True), a zero-initialised head, no dropout, and its
-# eval preprocessing (resize_small(256) | central_crop(224) | value_range(-1, 1)).
+# eval preprocessing (`vit_jax.models.registry.big_vision_eval`, spelled out
+# here so that a config loads without JAX: resize_small(256) |
+# central_crop(224) | value_range(-1, 1)).
 BIG_VISION_VIT = dict(gelu_approximate=True, posemb_class_token=False,
                       representation_size=True, head_zeroinit=True, dropout_rate=0.0,
-                      drop_path_rate=0.0, **big_vision_eval())
+                      drop_path_rate=0.0, crop_pct=224 / 256, crop_mode='big_vision',
+                      interpolation='area', mean=(0.5,) * 3, std=(0.5,) * 3)
 
 
 def big_vision_i1k(c: ml_collections.ConfigDict) -> None:

@@ -44,31 +44,39 @@ def tiny_checkpoint(path: str) -> tuple:
   return cfg, params
 
 
-def tfds_twin(data_dir: str, folder_root: str, name: str = 'vit_jax_test_images') -> str:
+def tfds_twin(data_dir: str, folder_root: str, name: str = 'vit_jax_test_images',
+              split: str = 'validation', real=None) -> str:
   """The folder's images and labels, in its order, prepared as a TFDS
-  dataset (ArrayRecord, split `validation`) under `data_dir`; no TF needed."""
+  dataset (ArrayRecord, one split) under `data_dir`; no TF needed. With
+  `real` (a list of label lists, one per image) its features are
+  imagenet2012_real's: `original_label` and the multi-label `real_label`."""
   import io
   import tensorflow_datasets as tfds
   from vit_jax.data.sources import open_source
   folder = open_source(f'folder:{folder_root}')
   dataset_name = name
+  label = tfds.features.ClassLabel(names=folder.class_names)
+  features = ({'image': tfds.features.Image(), 'label': label} if real is None else
+              {'image': tfds.features.Image(), 'original_label': label,
+               'real_label': tfds.features.Sequence(label)})
 
   class Builder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     VERSION = tfds.core.Version('1.0.0')
     name = dataset_name
 
     def _info(self):
-      return tfds.core.DatasetInfo(builder=self, features=tfds.features.FeaturesDict({
-          'image': tfds.features.Image(),
-          'label': tfds.features.ClassLabel(names=folder.class_names)}))
+      return tfds.core.DatasetInfo(builder=self,
+                                   features=tfds.features.FeaturesDict(features))
 
     def _split_generators(self, dl_manager):
-      return {'validation': self._generate_examples()}
+      return {split: self._generate_examples()}
 
     def _generate_examples(self):
       for i in range(len(folder)):
         r = folder[i]
-        yield i, {'image': io.BytesIO(r['image']), 'label': r['label']}
+        labels = ({'label': r['label']} if real is None else
+                  {'original_label': r['label'], 'real_label': real[i]})
+        yield i, {'image': io.BytesIO(r['image']), **labels}
 
   Builder(data_dir=data_dir, file_format='array_record').download_and_prepare()
   return name

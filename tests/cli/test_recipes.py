@@ -48,3 +48,29 @@ def test_any_model_field_is_set_and_an_unknown_one_is_named():
   with pytest.raises(ValueError, match=r"^--config.model_overrides.dropout: the model config "
                      r"has no field 'dropout'; fields are: attention_dropout_rate, attn_scale"):
     recipes.apply_overrides(config, [('dropout', '0.1')])
+
+
+def test_the_recipes_are_named_where_a_config_is_neither_file_nor_recipe(tmp_path):
+  assert recipes.choices() == ['augreg', 'bv_plain', 'card', 'eval', 'finetune', 'quickstart']
+  assert recipes.missing('bv_plan:x') == (
+      "no recipe or config file 'bv_plan'; recipes: augreg, bv_plain, card, eval, finetune, "
+      'quickstart (--config=NAME[:ARG], or the path of a config file)')
+  assert recipes.missing(os.path.join(CONFIGS, 'card.py') + ':vit_base_patch16_224') is None
+
+
+@pytest.mark.parametrize('spec, message', [
+    ('bv_plan', "bad --config: no recipe or config file 'bv_plan'; recipes: augreg, bv_plain, "
+     'card, eval, finetune, quickstart'),
+    ('augreg:B/16,extreme', "unknown AugReg level 'extreme'; choose one of none, light1, "
+     'light2, medium1, medium2, strong1, strong2')])
+def test_an_unknown_recipe_or_level_is_one_line_and_exit_2(tmp_path, spec, message):
+  import subprocess
+  import sys
+  root = os.path.dirname(CONFIGS)
+  out = subprocess.run([sys.executable, os.path.join(root, 'train.py'), f'--config={spec}',
+                        f'--workdir={tmp_path / "w"}'], capture_output=True, text=True,
+                       timeout=300, cwd=tmp_path)
+  assert out.returncode == 2 and out.stdout == ''
+  line, = out.stderr.strip().splitlines()
+  assert line.startswith('error: ') and message in line
+  assert not (tmp_path / 'w').exists()

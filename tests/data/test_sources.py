@@ -63,6 +63,23 @@ def test_tfds_source_gives_encoded_images_labels_and_ids(tmp_path):
   assert len(part) == 2 and part[0]['image'] == records[1]['image']
 
 
+def test_imagenet_real_labels_a_default_test_split_and_percent_slices(tmp_path):
+  """imagenet2012_real's features (`original_label`, the multi-label
+  `real_label`), and a dataset with only a test split (as imagenet_v2)."""
+  root = photo_folder(str(tmp_path / 'p'), counts=(2, 3))
+  data_dir = str(tmp_path / 'tfds')
+  real = [[0], [], [0, 1], [1], [1]]
+  name = tfds_twin(data_dir, root, 'vit_jax_test_real', split='test', real=real)
+  src = open_source(f'tfds:{name}', data_dir=data_dir)  # no validation split: test
+  assert src.spec == f'tfds:{name}:test' and src.multi_label and len(src) == 5
+  folder = open_source(f'folder:{root}')
+  labels_of = {folder[i]['image']: (folder[i]['label'], real[i]) for i in range(5)}
+  records = [src[i] for i in range(5)]  # in TFDS's order, not the folder's
+  assert [(r['label'], r['real']) for r in records] == [labels_of[r['image']] for r in records]
+  part = open_source(f'tfds:{name}:test[40%:]', data_dir=data_dir)  # round(0.4 x 5) = 2
+  assert len(part) == 3 and part[0] == {**records[2], 'id': f'{name}/test[40%:]/0'}
+
+
 def test_tfds_bad_split_and_tfrecord_format_are_one_line_errors(tmp_path):
   data_dir = str(tmp_path / 'tfds')
   name = tfds_twin(data_dir, photo_folder(str(tmp_path / 'p'), counts=(1, 1)))

@@ -159,3 +159,31 @@ def test_missing_and_truncated_files_are_skipped_by_name(setup, tmp_path):
   assert out['skipped'] == ['class_0/gone.png', 'class_1/cut.jpg']
   assert len(logged) == 2 and 'class_0/gone.png' in logged[0] and 'FileNotFoundError' in logged[0]
   assert 'class_1/cut.jpg' in logged[1]
+
+
+def test_real_accuracy_on_a_hand_made_batch():
+  """ImageNet ReaL by hand: six images, six classes, top-5 of six leaves out
+  only each image's lowest class."""
+  import jax
+  from vit_jax.eval.evaluate import _sums
+  sums = jax.jit(_sums)  # one compile, not one per operation
+  logits = np.array([
+      [0, 1, 9, 2, 3, 4],   # top-1 2, real {2}: a hit
+      [9, 1, 2, 8, 3, 0],   # top-1 0, real {3, 5}: top-1 misses, top-5 has 3
+      [9, 1, 2, 8, 3, 4],   # real {}: left out
+      [0, 5, 1, 2, 9, 3],   # top-1 4, real {1, 4}: a hit
+      [0, 9, 1, 2, 3, 4],   # top-1 1, real {0}, the lowest: misses both
+      [0, 9, 1, 2, 3, 4],   # padding (not valid), real {1}: left out
+  ], np.float32)
+  real = np.zeros((6, 6), bool)
+  for row, labels in enumerate([[2], [3, 5], [], [1, 4], [0], [1]]):
+    real[row, labels] = True
+  labels = np.array([2, 3, 0, 1, 0, 1], np.int32)  # the original labels: only the loss uses them
+  valid = np.array([True] * 5 + [False])
+  out = {k: float(v) for k, v in sums(logits, labels, valid, real).items()}
+  logp = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
+  kept = [0, 1, 3, 4]
+  assert (out['count'], out['top1'], out['top5']) == (4.0, 2.0, 3.0)
+  assert out['loss'] == pytest.approx(-sum(logp[i, labels[i]] for i in kept), rel=1e-6)
+  plain = {k: float(v) for k, v in sums(logits, labels, valid).items()}
+  assert (plain['count'], plain['top1'], plain['top5']) == (5.0, 2.0, 4.0)  # single labels

@@ -179,3 +179,26 @@ def test_recipe_variants_leave_the_recipe_alone():
   assert variant.model_overrides['remat'] is True and variant.accum_steps == 2
   assert config == before
   assert jax.devices()[0].platform == 'cpu'  # the host stays a CPU host
+
+
+@pytest.mark.parametrize('recipe, arg, batch, length', [
+    ('bv_plain', None, 1024, 111_477), ('augreg', 'B/16,strong2', 4096, 92_897)])
+def test_a_from_scratch_recipe_plans_without_its_data(v3_8, tmp_path, recipe, arg, batch,
+                                                      length):
+  """The recipe's step as it is (batch, Adam in bfloat16, Mixup, the loss,
+  dropout and stochastic depth), its length from the catalogue's size of
+  train[:99%] with no data here; one block of a narrow model keeps the
+  compile short (the full models' plans: README, BENCHMARKS.md)."""
+  module = __import__(f'configs.{recipe}', fromlist=['get_config'])
+  config = module.get_config(arg) if arg else module.get_config()
+  with config.unlocked():
+    config.data_dir = str(tmp_path)  # nothing prepared there
+    config.model_overrides = dict(config.model_overrides, num_layers=1, hidden_size=32,
+                                  num_heads=2, mlp_dim=64)
+  said = []
+  out = steps.plan_training(config, 'v3-8', log=said.append)
+  assert said == [f'length: {length:,} steps of {batch:,} = '
+                  f'{"90.00" if recipe == "bv_plain" else "300.00"} epochs of 1,268,355 examples '
+                  '(from total_epochs)']
+  assert out['fits'] is True and out['batch_size'] == batch and out['num_devices'] == 8
+  assert list(out['collectives']) == ['all-reduce'] and out['custom_calls'] == []

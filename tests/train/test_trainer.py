@@ -95,3 +95,36 @@ def test_between_log_steps_the_loop_moves_nothing_to_the_host_and_runs_ahead(tmp
   for first, last in ((1, 3), (4, 7)):
     assert dispatched[last] - dispatched[first] < (last - first) * busy_s / 2, (
         dispatched, busy_s)
+
+
+
+def test_epochs_and_several_evaluations(tmp_path, monkeypatch, capsys):
+  """total_epochs of the training folder (8 images, batch 8: 8 epochs = 8
+  steps, the run above, whose compiled step it reuses); eval_dataset and two
+  named evals at steps 4 and 8 with the evaluation step compiled once."""
+  from eval_helpers import photo_folder
+  from train_helpers import tiny_config
+  from vit_jax.eval import evaluate as evaluate_module
+  made = []
+  make_eval_step = evaluate_module.make_eval_step
+  monkeypatch.setattr(evaluate_module, 'make_eval_step',
+                      lambda *a: made.append(1) or make_eval_step(*a))
+  config = tiny_config(tmp_path, total_steps=None, total_epochs=8.0, log_every=4,
+                       eval_every=4, eval_batch_size=4)
+  other = photo_folder(str(tmp_path / 'other'), counts=(1, 2, 1))
+  config.eval_dataset = config.dataset
+  config.evals = {'again': config.dataset, 'other': f'folder:{other}'}
+  workdir = tmp_path / 'work'
+  last = train(config, str(workdir))
+  rows = [json.loads(line) for line in (workdir / 'metrics.jsonl').read_text().splitlines()]
+  assert [r['step'] for r in rows] == [4, 8] and len(made) == 1
+  for r in rows:  # the same dataset twice: the same counts
+    assert (r['again/top1'], r['again/top5']) == (r['top1'], r['top5'])
+    assert r['other/top1'] in (0.0, 0.25, 0.5, 0.75, 1.0) and r['other/top5'] == 1.0  # 3 classes
+  assert last['other/top1'] == rows[-1]['other/top1']
+  kept = json.loads((workdir / 'config.json').read_text())
+  assert (kept['total_steps'], kept['total_epochs']) == (8, 8.0)
+  out = capsys.readouterr().out
+  assert 'length: 8 steps of 8 = 8.00 epochs of 8 examples (from total_epochs)' in out
+  assert f'held-out folder:{other}: top-1 {100 * last["other/top1"]:.2f}%' in out
+  assert out.count('held-out ') == 3

@@ -102,17 +102,19 @@ def evaluate(model: nn.Module, params: Any, source_or_spec: Any, *,
              mesh: Optional[Mesh] = None, data_dir: Optional[str] = None,
              class_names: Optional[Sequence[str]] = None, workers: int = 8,
              strict: bool = False, write_logits: bool = False, progress: bool = True,
-             log=logging.warning) -> dict:
+             log=logging.warning, step=None) -> dict:
   """Evaluate `params` on a dataset (spec string or source); `batch_size` is
   global. Returns top1, top5 (fractions), loss, num_examples, num_skipped,
-  skipped (ids of unreadable images), and logits/labels/ids when asked."""
+  skipped (ids of unreadable images), and logits/labels/ids when asked.
+  `step`: a `make_eval_step` of this model and mesh to reuse (a training run
+  evaluating several datasets, again and again, compiles it once)."""
   source = (open_source(source_or_spec, data_dir, class_names)
             if isinstance(source_or_spec, str) else source_or_spec)
   mesh = mesh or parallel.make_mesh()
   local_batch = parallel.check_batch_size(batch_size)
   if not all(isinstance(x, jax.Array) for x in jax.tree.leaves(params)):
     params = jax.device_put(params, parallel.replicated(mesh))
-  step = make_eval_step(model, model_config.mean, model_config.std, mesh.devices.flat)
+  step = step or make_eval_step(model, model_config.mean, model_config.std, mesh.devices.flat)
   totals = {k: jnp.zeros((), jnp.float32) for k in ('count', 'loss', 'top1', 'top5', 'skipped')}
   steps = num_batches(len(source), local_batch, jax.process_count())
   bar = Progress(steps, 'eval', enabled=progress)

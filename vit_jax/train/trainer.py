@@ -128,13 +128,18 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
          f'step {ledger.reached_before}, past the checkpoint of step {start}')
   step_fn = compiled.step
 
+  eval_step = None
+
   def evaluate_now() -> dict:
-    from vit_jax.eval.evaluate import evaluate
+    from vit_jax.eval.evaluate import evaluate, make_eval_step
+    nonlocal eval_step
+    eval_step = eval_step or make_eval_step(model, mcfg.mean, mcfg.std, mesh.devices.flat)
     row = {}
     for prefix, _, eval_source in eval_sources:
       out = evaluate(model, state['params'], eval_source, model_config=mcfg,
                      batch_size=config.eval_batch_size, mesh=mesh,
-                     workers=config.workers or default_workers(), progress=False)
+                     workers=config.workers or default_workers(), progress=False,
+                     step=eval_step)
       row.update({prefix + k: out[k] for k in EVAL_METRICS})
     return row
 

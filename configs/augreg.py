@@ -20,10 +20,9 @@ the RandAugment and Mixup of vit_i1k.py's tables:
 | strong2 | (2, 20) | 0.8 |
 
 Targets: AugReg released one ImageNet-1k model of each (their file names
-give the settings), and timm evaluates them after AugReg's short fine-tune
-(20k steps at lr 0.01 on ImageNet, `configs/finetune.py` with
-`--config.pretrained=DIR`; timm's results tables, top-1 / ReaL / v2 with
-crop 0.9, bicubic):
+give the settings), fine-tuned after the 300 epochs for 20k steps at lr 0.01
+on ImageNet (a fine-tune that is not part of this recipe), and timm
+evaluates those (its results tables, top-1 / ReaL / v2, crop 0.9, bicubic):
 - `S/16,medium2` (S_16-i1k-300ep-lr_0.001-aug_medium2-wd_0.1-do_0.0-sd_0.0):
   78.84 / 84.51 / 66.59%;
 - `B/16,strong2` (B_16-i1k-300ep-lr_0.001-aug_strong2-wd_0.1-do_0.1-sd_0.1):

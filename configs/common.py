@@ -50,7 +50,7 @@ def big_vision_i1k(c: ml_collections.ConfigDict) -> None:
   c.eval_dataset = I1K_VALIDATION
   c.evals = dict(I1K_EVALS)
   c.image_size = 224
-  c.total_steps = None            # from total_epochs
+  c.total_steps = 0               # from total_epochs
   c.optimizer = 'adamw'
   c.adam_b1, c.adam_b2, c.adam_eps = 0.9, 0.999, 1e-8
   c.adam_mu_dtype = 'bfloat16'    # config.optax = dict(mu_dtype='bfloat16')
@@ -79,10 +79,10 @@ def base_config() -> ml_collections.ConfigDict:
   c.image_size = 224
   c.batch_size = 4096             # global, over all devices of all hosts
   c.eval_batch_size = 512
-  c.total_steps = 10_000          # the run's length; or None with total_epochs set
-  # epochs of `dataset` instead (total_steps = round(epochs x its size / batch_size), as
-  # big_vision's total_epochs); None: total_steps counts
-  c.total_epochs = ml_collections.FieldReference(None, field_type=float)
+  c.total_steps = 10_000          # the run's length; 0 with total_epochs set
+  # or epochs of `dataset` (total_steps = round(epochs x its size / batch_size), as
+  # big_vision's total_epochs); 0: total_steps counts
+  c.total_epochs = 0.0
   c.warmup_steps = 500
   c.optimizer = 'sgd'             # or 'adamw'
   c.lr = 0.03

@@ -73,7 +73,7 @@ def _big_vision_training(c):
   assert (c.lr, c.weight_decay, c.weight_decay_style) == (0.001, 0.0001, 'big_vision')
   assert (c.warmup_steps, c.grad_clip_norm, c.label_smoothing) == (10_000, 1.0, 0.0)
   assert tuple(c.crop_scale) == (0.05, 1.0) and c.flip is True and c.image_size == 224
-  assert c.dataset == 'tfds:imagenet2012:train[:99%]' and c.total_steps is None
+  assert c.dataset == 'tfds:imagenet2012:train[:99%]' and c.total_steps == 0
   assert c.eval_dataset == 'tfds:imagenet2012:validation'
   assert c.evals.to_dict() == I1K_EVALS and c.eval_every == 2500
   m = _model(c)

@@ -6,7 +6,7 @@ from vit_jax.train import duration
 
 
 def _config(**keys):
-  c = ml_collections.ConfigDict(dict(batch_size=1024, total_steps=None, total_epochs=None))
+  c = ml_collections.ConfigDict(dict(batch_size=1024, total_steps=0, total_epochs=0.0))
   c.update(keys)
   return c
 
@@ -24,7 +24,7 @@ def test_the_resolved_copy_keeps_both_and_leaves_the_config_alone():
   c = _config(total_epochs=2.0, batch_size=8)
   c.lock()
   out = duration.resolved(c, 100)
-  assert (out.total_steps, out.total_epochs) == (25, 2.0) and c.total_steps is None
+  assert (out.total_steps, out.total_epochs) == (25, 2.0) and c.total_steps == 0
   assert duration.total_steps(out, 100) == 25  # resolving again changes nothing
   assert duration.describe(out, 100) == ('length: 25 steps of 8 = 2.00 epochs of 100 examples '
                                          '(from total_epochs)')
@@ -34,9 +34,10 @@ def test_the_resolved_copy_keeps_both_and_leaves_the_config_alone():
 
 @pytest.mark.parametrize('keys, message', [
     (dict(total_steps=100, total_epochs=90.0), 'total_steps=100 and total_epochs=90 are both '
-     'set: set one and the other to None'),
-    (dict(), 'total_steps must be a number of steps >= 1 (or set total_epochs); got None'),
-    (dict(total_epochs=-1.0), 'total_epochs must be a number of epochs > 0')])
+     'set: set one and the other to 0 (--config.total_epochs=0 to count steps)'),
+    (dict(), 'total_steps must be a number of steps >= 1 (or set total_epochs); got 0'),
+    (dict(total_epochs=None, total_steps=None), 'total_steps must be a number of steps >= 1'),
+    (dict(total_epochs=-1.0), 'total_epochs must be a number of epochs >= 0')])
 def test_a_length_that_is_not_one_is_named(keys, message):
   with pytest.raises(ValueError, match=message.replace('(', r'\(').replace(')', r'\)')):
     duration.total_steps(_config(**keys), 1000)

@@ -109,7 +109,7 @@ def test_epochs_and_several_evaluations(tmp_path, monkeypatch, capsys):
   make_eval_step = evaluate_module.make_eval_step
   monkeypatch.setattr(evaluate_module, 'make_eval_step',
                       lambda *a: made.append(1) or make_eval_step(*a))
-  config = tiny_config(tmp_path, total_steps=None, total_epochs=8.0, log_every=4,
+  config = tiny_config(tmp_path, total_steps=0, total_epochs=8.0, log_every=4,
                        eval_every=4, eval_batch_size=4)
   other = photo_folder(str(tmp_path / 'other'), counts=(1, 2, 1))
   config.eval_dataset = config.dataset

@@ -29,8 +29,8 @@ FORMS = {
     'adam_mu_dtype': "'float32' or 'bfloat16'",
     'loss': "'softmax_xent' (softmax cross-entropy) or 'sigmoid_xent' (big_vision's: a "
             "sigmoid per class)",
-    'total_epochs': 'a number of epochs > 0 (total_steps = round(epochs x the training '
-                    "split's size / batch_size)), or None to take total_steps",
+    'total_epochs': 'a number of epochs >= 0 (total_steps = round(epochs x the training '
+                    "split's size / batch_size)); 0 counts total_steps instead",
     'evals': "a dict {NAME: DATASET} of the datasets evaluated besides eval_dataset, e.g. "
              "{'v2': 'tfds:imagenet_v2:test'}, or {} for none",
 }
@@ -82,9 +82,9 @@ def loss_of(config: Any) -> str:
 
 
 def total_epochs_of(config: Any) -> Optional[float]:
-  """`total_epochs`, or None when the run counts `total_steps`."""
-  value = config.get('total_epochs', None)
-  if value is None:
+  """`total_epochs`, or None when the run counts `total_steps` (0 or None)."""
+  value = config.get('total_epochs', 0)
+  if not value and value is not False:  # 0 and None: unset
     return None
   if not (isinstance(value, numbers.Real) and not isinstance(value, bool)
           and math.isfinite(value) and value > 0):

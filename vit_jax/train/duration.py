@@ -1,10 +1,10 @@
 """A run's length: `total_steps`, or `total_epochs` of the training split.
 
-As big_vision's `u.steps('total', ...)`: with `total_epochs` set, the run
-takes round(total_epochs * N / batch_size) steps, N the number of examples
-of `dataset` as opened (a slice such as `train[:99%]` counts its own), and
-`total_steps` must be None: one of the two says how long a run is, never
-both. Warm-up, evaluation and checkpoint intervals stay in steps.
+As big_vision's `u.steps('total', ...)`: with `total_epochs` set (not 0),
+the run takes round(total_epochs * N / batch_size) steps, N the number of
+examples of `dataset` as opened (a slice such as `train[:99%]` counts its
+own), and `total_steps` must be 0 (or that number): one of the two says how
+long a run is. Warm-up, evaluation and checkpoint intervals stay in steps.
 """
 from __future__ import annotations
 
@@ -20,14 +20,14 @@ def total_steps(config: ml_collections.ConfigDict, num_examples: int) -> int:
   epochs = total_epochs_of(config)
   steps = config.get('total_steps')
   if epochs is None:
-    if not isinstance(steps, int) or steps < 1:
+    if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
       raise ValueError(f'total_steps must be a number of steps >= 1 (or set total_epochs); '
                        f'got {steps!r}')
     return steps
   derived = max(1, round(epochs * num_examples / config.batch_size))
-  if steps is not None and steps != derived:  # the derived value itself: already resolved
+  if steps and steps != derived:  # the derived value itself: already resolved
     raise ValueError(f'total_steps={steps} and total_epochs={epochs:g} are both set: set one '
-                     'and the other to None (e.g. --config.total_epochs=None)')
+                     'and the other to 0 (--config.total_epochs=0 to count steps)')
   return derived
 
 

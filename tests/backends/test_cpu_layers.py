@@ -1,7 +1,8 @@
 """The model on the CPU kernels' path (`backends.for_devices` on one CPU
-device) against the model as written, which TPUs and GPUs run: the same
-logits and gradients on every reference twin, the same initial parameters,
-and XLA's code wherever a kernel does not apply."""
+device, every kernel taken whatever this machine's choice) against the model
+as written, which TPUs and GPUs run: the same logits and gradients on every
+reference twin, the same initial parameters, and XLA's code wherever a
+kernel does not apply."""
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -10,13 +11,18 @@ import pytest
 import vit_jax
 from conftest import CARD_MODELS, GOOGLE_TWINS, data_path, google_twin, jit_init, timm_twin
 from vit_jax import backends
-from vit_jax.backends.cpu import kernels
+from vit_jax.backends.cpu import choice, kernels
 from vit_jax.checkpoints import load_params
 from vit_jax.models import registry
 
 pytestmark = pytest.mark.skipif(not kernels.available(),
                                 reason='no C++ compiler for the CPU kernels')
 ONE_CPU = jax.devices('cpu')[:1]
+
+
+@pytest.fixture(autouse=True)
+def every_kernel(monkeypatch):
+  monkeypatch.setenv(choice.ENV, '1')
 
 
 def _loss_and_grads(model, params, x, kernels_on: bool):

@@ -5,6 +5,7 @@ import sys
 import pytest
 
 import vit_jax
+from vit_jax.backends.cpu import choice
 from vit_jax.bench import measure as bench, official_reference
 
 
@@ -32,6 +33,44 @@ def test_a_forward_pass_is_timed_with_its_flops(capsys):
   assert 2.0 < flops < 2.6  # ViT-Ti/16: 1.26 G multiply-adds, less the pruned last block
   # counted on the model as written: XLA cannot see into the CPU kernels' custom calls
   assert 'vit_jax float32' in out and 'img/s' in out and 'MFU' in out
+  # which implementation each layer has, and why; the model as written beside ours
+  layers = out.split('layers: ')[1].split('\nmodel ')[0].split('\n')
+  assert [line.split(':')[0].strip() for line in layers] == list(choice.LAYERS.values())
+  assert all(re.fullmatch(r'.+: (kernel|XLA) \(.+\)', line.strip()) for line in layers)
+  assert 'speed-up of vit_jax float32 over vit_jax float32, model as written: ' in out
+
+
+def test_each_kernel_is_compared_reversed(monkeypatch, capsys):
+  """`--compare kernels`: one row per replacement, built with that one
+  replacement's choice reversed (what the builder saw is recorded)."""
+  monkeypatch.setenv(choice.ENV, '0')
+  seen = []
+
+  def make(model, cfg, name, batch):
+    seen.append({k for k, c in choice.choices().items() if c.kernel})
+    return bench.Runner(name, lambda: None, batch)
+  cfg = vit_jax.get_model_config('vit_tiny_patch16_224')
+  runners = bench.kernel_runners(make, None, cfg, 'float32', 2, 7.0)
+  assert seen == [{'attention'}, {'dense'}, {'layer_norm'}, {'bias_gelu'}]
+  assert [r.name for r in runners] == [
+      'vit_jax float32, attention kernel', 'vit_jax float32, dense weight gradient kernel',
+      'vit_jax float32, LayerNorm kernel', 'vit_jax float32, MLP bias + GELU kernel']
+  assert all(r.flops == 7.0 for r in runners)
+  monkeypatch.setenv(choice.ENV, '1')
+  seen.clear()
+  assert bench.kernel_runners(make, None, cfg, 'train float32', 2, 7.0)[0].name == (
+      'vit_jax train float32, attention XLA')
+  assert seen[0] == set(choice.LAYERS) - {'attention'}
+  bf16 = vit_jax.get_model_config('vit_tiny_patch16_224', dtype='bfloat16')
+  assert bench.kernel_runners(make, None, bf16, 'bfloat16', 2, 7.0) == []
+  assert 'CPU device in float32 only' in capsys.readouterr().out
+
+
+def test_a_wrong_kernel_setting_is_one_clear_error(monkeypatch, capsys):
+  monkeypatch.setenv(choice.ENV, 'on')
+  assert bench.main(['--model', 'vit_tiny_patch16_224', '--reps', '1']) == 2
+  err = capsys.readouterr().err.strip()
+  assert err.startswith("error: VIT_JAX_CPU_KERNELS='on': set it to 1") and '\n' not in err
 
 
 def test_eval_preprocessing_is_timed_per_photo(capsys, tmp_path):

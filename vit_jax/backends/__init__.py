@@ -7,7 +7,9 @@ from the platform of the devices the computation runs on (never from the
 process's default backend: a step compiled for TPU devices on a CPU host
 stays pure XLA):
 - one CPU device, float32: the kernels of `vit_jax.backends.cpu` for the
-  attention and the dense layers (XLA:CPU is slow at both);
+  attention, the dense layers' weight gradients, LayerNorm and the MLP's
+  bias + GELU, each where it beats XLA:CPU on this machine's instruction
+  set (`vit_jax.backends.cpu.choice`; `VIT_JAX_CPU_KERNELS=0|1` forces);
 - GPUs, bfloat16/float16: cuDNN's fused attention (`vit_jax.backends.gpu`);
 - anything else, TPUs and several CPU devices among them: the model as written.
 It works by Flax method interception, so it is entered inside the traced
@@ -56,6 +58,25 @@ def for_devices(devices: Iterable[jax.Device], kernels: bool = True) -> Iterator
     return
   with nn.intercept_methods(interceptor):
     yield
+
+
+def describe(devices: Iterable[jax.Device], dtype: str = 'float32') -> list[str]:
+  """What `for_devices(devices)` runs the layers of a `dtype` model with, and
+  why: one line each (the benchmark prints them)."""
+  devices = list(devices)
+  platform = platform_of(devices)
+  if platform == 'cpu' and len(devices) > 1:
+    return [f'every layer: XLA ({len(devices)} CPU devices; the CPU kernels take one)']
+  if platform == 'cpu' and dtype != 'float32':
+    return [f'every layer: XLA (the CPU kernels take float32, not {dtype})']
+  if platform == 'cpu':
+    from vit_jax.backends.cpu import choice
+    return [f'{choice.LAYERS[k]}: {"kernel" if c.kernel else "XLA"} ({c.reason})'
+            for k, c in choice.choices().items()]
+  if platform == 'gpu' and dtype in ('bfloat16', 'float16'):
+    return ["attention: cuDNN's fused attention where cuDNN takes the shape",
+            'other layers: XLA']
+  return [f'every layer: XLA (the model as written on {platform})']
 
 
 def cpu_only_host() -> bool:

@@ -1,14 +1,16 @@
 """Benchmark: images/s, step time, TFLOP/s and model FLOP utilisation.
 
     python -m vit_jax.bench --model vit_base_patch16_224 --batch 8 --dtype float32 \
-        --mode infer [--compare timm] [--compare official --official-checkout PATH]
+        --mode infer [--compare timm] [--compare official --official-checkout PATH] \
+        [--compare kernels]
     python -m vit_jax.bench --mode pipeline [--photos DIR]
     python -m vit_jax.bench --mode train-input [--compare tfdata] [--image-size 224]
         [--randaug 2,10 [--big-vision PATH]]
 
 Times the jitted step on the devices at hand (warm-up excluded, median of
-several repetitions; with comparisons, the implementations take turns each
-round). Model FLOPs come from XLA's cost analysis of our
+several repetitions; the implementations take turns each round): ours with
+the implementation `vit_jax.backends` picks for each layer (printed, with
+why) and the model as written. Model FLOPs come from XLA's cost analysis of our
 compiled step (what the output needs: the last block of a class-token model
 computes the class token only; with XLA's attention, whose FLOPs the fused
 CPU kernel's custom calls hide) and rate every implementation, so their MFU
@@ -17,7 +19,9 @@ same process (a large matmul in float32 on CPU, bfloat16 on accelerators)
 and, for known GPUs, the datasheet's dense bf16 peak. `--compare timm` runs
 the same model in timm (PyTorch eager, and torch.compile where it works) in
 the same run; `--compare official` the official Flax model from a checkout
-of google-research/vision_transformer, jitted the same way. `--mode pipeline`
+of google-research/vision_transformer, jitted the same way; `--compare
+kernels`, on one CPU device, ours with each CPU kernel's choice reversed in
+turn (what each is worth on this machine). `--mode pipeline`
 times the eval preprocessing of photos on one core, ours and timm's;
 `--mode train-input` the training input on one core and on all cores, ours
 and, with `--compare tfdata`, big_vision's tf.data ops (`train_input`).
@@ -59,7 +63,7 @@ class Result:
 
   def line(self, peak_tflops: float) -> str:
     ips = self.batch / self.seconds
-    text = f'{self.name:34s} {self.seconds * 1e3:9.1f} ms  {ips:9.1f} img/s'
+    text = f'{self.name:50s} {self.seconds * 1e3:9.1f} ms  {ips:9.1f} img/s'
     if self.flops:
       tflops = self.flops / self.seconds / 1e12
       text += f'  {tflops:8.3f} TFLOP/s  MFU {100 * tflops / peak_tflops:5.1f}%'
@@ -162,6 +166,25 @@ def train_runner(model, cfg, name: str, batch: int, kernels: bool = True) -> Run
     holder[0], metrics = compiled(holder[0], images, labels)
     metrics['loss'].block_until_ready()
   return Runner(name, run, batch, compiled_flops(compiled))
+
+
+def kernel_runners(make: Callable[..., Runner], model, cfg, tag: str, batch: int,
+                   flops: Optional[float]) -> list[Runner]:
+  """Ours with one CPU kernel's choice reversed, for each in turn: what
+  each replacement is worth on this machine. None off one CPU device."""
+  devices = jax.devices()[:1]
+  if backends.platform_of(devices) != 'cpu' or cfg.dtype != 'float32':
+    print('--compare kernels: the CPU kernels run on one CPU device in float32 only')
+    return []
+  from vit_jax.backends.cpu import choice
+  chosen = {k for k, c in choice.choices().items() if c.kernel}
+  runners = []
+  for layer, name in choice.LAYERS.items():
+    with choice.override(chosen ^ {layer}):
+      runner = make(model, cfg, f'vit_jax {tag}, {name} {"XLA" if layer in chosen else "kernel"}',
+                    batch)
+    runners.append(dataclasses.replace(runner, flops=flops))
+  return runners
 
 
 def timm_runners(cfg, batch: int, train: bool, flops: Optional[float]) -> list[Runner]:
@@ -275,9 +298,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                  "scikit-image's sample photos)")
   p.add_argument('--reps', type=int, default=10)
   p.add_argument('--warmup', type=int, default=2)
-  p.add_argument('--compare', choices=['timm', 'official', 'tfdata'], action='append',
-                 default=[], help='also time timm, the official Flax model, or (with '
-                 "--mode train-input) big_vision's tf.data input, in this run (repeatable)")
+  p.add_argument('--compare', choices=['timm', 'official', 'kernels', 'tfdata'],
+                 action='append', default=[],
+                 help='also time timm, the official Flax model, ours with each CPU kernel '
+                 "switched the other way, or (with --mode train-input) big_vision's tf.data "
+                 'input, in this run (repeatable)')
   p.add_argument('--image-size', type=int, default=224, help='crops of --mode train-input')
   p.add_argument('--rounds', type=int, default=3, help='rounds of --mode train-input, each '
                  'measuring every configuration in turn')
@@ -319,6 +344,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     return report(time_interleaved(runners, args.reps, args.warmup), peak=1.0)
   device, sheet = device_line()
   print(f'device: {device}' + (f'; datasheet bf16 peak {sheet:.0f} TFLOP/s' if sheet else ''))
+  try:
+    layers = backends.describe(jax.devices()[:1], args.dtype)
+  except ValueError as e:  # VIT_JAX_CPU_KERNELS set to something else than 0 or 1
+    print(f'error: {e}', file=sys.stderr)
+    return 2
+  print('layers: ' + '\n        '.join(layers))
   print(f'model {args.model}, mode {args.mode}, batch {args.batch}, dtype {args.dtype}, '
         f'median of {args.reps}')
   train = args.mode == 'train'
@@ -326,11 +357,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   tag = f'train {args.dtype}' if train else args.dtype
   model = registry.module_from_config(cfg)
   ours = make(model, cfg, f'vit_jax {tag}', args.batch)
+  written = make(model, cfg, f'vit_jax {tag}, model as written', args.batch, kernels=False)
   # XLA's cost analysis cannot see into the kernels' custom calls
-  ours.flops = make(model, cfg, '', args.batch, kernels=False).flops
+  ours.flops = written.flops
   if ours.flops:
     print(f'model FLOPs per image (XLA cost analysis): {ours.flops / args.batch / 1e9:.2f} G')
-  runners = [ours]
+  runners = [ours, written]
+  if 'kernels' in args.compare:
+    runners += kernel_runners(make, model, cfg, tag, args.batch, ours.flops)
   if official is not None:  # rated on our FLOP count, as timm: MFU ratios are speed ratios
     runners.append(dataclasses.replace(
         make(official, cfg, f'official vit_jax {tag}', args.batch, kernels=False),

@@ -3,8 +3,9 @@
 Each replacement takes the bound Flax module and its call's arguments and
 returns the module's output computed by `vit_jax.backends.cpu.kernels`, or
 None where it does not apply (another dtype, active dropout, a shape the
-kernel does not take): then the module runs as written. BENCHMARKS.md has
-what each is worth.
+kernel does not take): then the module runs as written. Which of them this
+machine uses is `vit_jax.backends.cpu.choice`'s; BENCHMARKS.md has what
+each is worth.
 - `DotProductAttention`: the fused attention kernel. XLA:CPU runs
   attention's batched matmuls on one thread; the kernel shares the
   (image, head) pairs among XLA's threads.
@@ -17,14 +18,15 @@ what each is worth.
 """
 from __future__ import annotations
 
+import functools
 import math
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Collection, Optional
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from vit_jax.backends.cpu import kernels
+from vit_jax.backends.cpu import choice, kernels
 from vit_jax.models.attention import DotProductAttention
 from vit_jax.models.vit import MlpBlock
 
@@ -75,17 +77,24 @@ def layer_norm(module: nn.LayerNorm, x: jax.Array) -> Optional[jax.Array]:
   return kernels.layer_norm(x, p['scale'], p['bias'], module.epsilon)
 
 
-def mlp(module: MlpBlock, x: jax.Array, deterministic: bool = True) -> Optional[jax.Array]:
-  """Dense, bias + GELU as one kernel, Dense (without dropout)."""
+def _matmul(x: jax.Array, kernel: jax.Array, bias: Optional[jax.Array]) -> jax.Array:
+  """What nn.Dense computes: x @ kernel (+ bias), differentiated by XLA."""
+  return x @ kernel if bias is None else x @ kernel + bias
+
+
+def mlp(module: MlpBlock, x: jax.Array, deterministic: bool = True,
+        linear: Callable[..., jax.Array] = kernels.linear) -> Optional[jax.Array]:
+  """Dense, bias + GELU as one kernel, Dense (without dropout); the dense
+  layers as `linear` computes them."""
   if (module.dropout_rate and not deterministic) or module.mlp_dim % kernels.LANES:
     return None
   p = _params(module)
   if not _float32(module, x):
     return None
   rows = x.reshape(-1, x.shape[-1])
-  h = kernels.bias_gelu(kernels.linear(rows, p['Dense_0']['kernel'], None),
+  h = kernels.bias_gelu(linear(rows, p['Dense_0']['kernel'], None),
                         p['Dense_0']['bias'], module.gelu_approximate)
-  y = kernels.linear(h, p['Dense_1']['kernel'], p['Dense_1']['bias'])
+  y = linear(h, p['Dense_1']['kernel'], p['Dense_1']['bias'])
   return y.reshape(x.shape)
 
 
@@ -98,22 +107,40 @@ def attention(module: DotProductAttention, q: jax.Array, k: jax.Array, v: jax.Ar
   return kernels.attend(q, k, v, module.scale)
 
 
-REPLACEMENTS: dict[type, Callable[..., Optional[jax.Array]]] = {
-    DotProductAttention: attention, nn.Dense: dense, nn.DenseGeneral: dense,
-    nn.LayerNorm: layer_norm, MlpBlock: mlp}
+# By choice.LAYERS key: the module types each replaces and how.
+REPLACEMENTS: dict[str, dict[type, Callable[..., Optional[jax.Array]]]] = {
+    'attention': {DotProductAttention: attention},
+    'dense': {nn.Dense: dense, nn.DenseGeneral: dense},
+    'layer_norm': {nn.LayerNorm: layer_norm},
+    'bias_gelu': {MlpBlock: mlp},
+}
 
 
-def _intercept(next_fun: Callable, args: tuple, kwargs: dict, context: Any) -> Any:
-  module = context.module
-  replace = REPLACEMENTS.get(type(module)) if context.method_name == '__call__' else None
-  if replace is not None and not module.is_initializing():
-    out = replace(module, *args, **kwargs)
-    if out is not None:
-      return out
-  return next_fun(*args, **kwargs)
+def replacements(layers: Collection[str]) -> dict[type, Callable[..., Optional[jax.Array]]]:
+  """The module types that `layers` (choice.LAYERS keys) replace, and how."""
+  out = {t: f for layer in layers for t, f in REPLACEMENTS[layer].items()}
+  if MlpBlock in out and 'dense' not in layers:
+    out[MlpBlock] = functools.partial(mlp, linear=_matmul)  # XLA's weight gradients
+  return out
 
 
-def interceptor() -> Optional[Callable]:
-  """The Flax method interceptor that applies REPLACEMENTS; None where the
-  kernels cannot be built (no C++ compiler): then XLA's code runs."""
-  return _intercept if kernels.available() else None
+def interceptor(layers: Optional[Collection[str]] = None) -> Optional[Callable]:
+  """The Flax method interceptor that applies the replacements of `layers`
+  (default: those `choice.choices()` takes on this machine); None where
+  there are none, or the kernels cannot be built (no C++ compiler): then
+  XLA's code runs."""
+  if layers is None:
+    layers = [k for k, c in choice.choices().items() if c.kernel]
+  if not layers or not kernels.available():
+    return None
+  replace = replacements(layers)
+
+  def intercept(next_fun: Callable, args: tuple, kwargs: dict, context: Any) -> Any:
+    module = context.module
+    fun = replace.get(type(module)) if context.method_name == '__call__' else None
+    if fun is not None and not module.is_initializing():
+      out = fun(module, *args, **kwargs)
+      if out is not None:
+        return out
+    return next_fun(*args, **kwargs)
+  return intercept

@@ -13,10 +13,12 @@
   gradient summed in the backward one: XLA:CPU makes three.
 
 The library is compiled with the machine's
-C++ compiler on first use, for this CPU (`-march=native`), into
-`$VIT_JAX_CACHE` (default `~/.cache/vit_jax`); where that fails (no
-compiler, no headers), `available()` is False and the model keeps XLA's
-attention, with one warning saying why.
+C++ compiler on first use, for this CPU (`-march=native`: vectors of 16
+floats with AVX-512, of 8 elsewhere), into `$VIT_JAX_CACHE` (default
+`~/.cache/vit_jax`); where that fails (no compiler, no headers),
+`available()` is False and the model keeps XLA's layers, with one warning
+saying why. `instruction_set()` says what the library was built for: which
+kernels beat XLA:CPU depends on it (`vit_jax.backends.cpu.choice`).
 """
 from __future__ import annotations
 
@@ -46,7 +48,7 @@ _SYMBOLS = {FORWARD: 'VitAttentionForward', INFERENCE: 'VitAttentionInference',
             BACKWARD: 'VitAttentionBackward', TRANSPOSE: 'VitTranspose',
             NORM_FORWARD: 'VitLayerNormForward', NORM_BACKWARD: 'VitLayerNormBackward',
             GELU_FORWARD: 'VitGeluForward', GELU_BACKWARD: 'VitGeluBackward'}
-LANES = 16  # the kernel's vector width in floats: head_dim must be a multiple
+LANES = 16  # head_dim and the widths the kernels take are multiples of it
 
 
 def _cache_dir() -> Path:
@@ -93,17 +95,35 @@ def _compile(folder: Path, include_dir: str) -> Path:
 
 
 @functools.lru_cache(maxsize=None)
-def available() -> bool:
-  """Whether the kernels are built and registered with XLA:CPU (once per process)."""
+def _library() -> Optional[ctypes.CDLL]:
+  """The built library, its kernels registered with XLA:CPU (once per
+  process); None, with one warning, where it cannot be built."""
   try:
     library = ctypes.cdll.LoadLibrary(str(_compile(KERNELS, jax.ffi.include_dir())))
   except (OSError, RuntimeError) as e:
-    logging.warning("CPU kernels unavailable, using XLA's attention and matmuls: %s", e)
-    return False
+    logging.warning("CPU kernels unavailable, using XLA's layers: %s", e)
+    return None
   for target, symbol in _SYMBOLS.items():
     jax.ffi.register_ffi_target(target, jax.ffi.pycapsule(getattr(library, symbol)),
                                 platform='cpu')
-  return True
+  return library
+
+
+def available() -> bool:
+  """Whether the kernels are built and registered with XLA:CPU."""
+  return _library() is not None
+
+
+def instruction_set() -> Optional[str]:
+  """What the library was built for: 'avx512' (AVX-512F), 'avx2' (AVX2 and
+  FMA, no AVX-512), 'x86-64' (neither), 'aarch64' or 'other'; None where
+  it cannot be built."""
+  library = _library()
+  if library is None:
+    return None
+  name = library.VitInstructionSet
+  name.restype = ctypes.c_char_p
+  return name().decode()
 
 
 def _forward(q, k, v, scale):

@@ -40,10 +40,16 @@ inline void micro(int K, const float* A, int64_t lda, const float* B, int64_t ld
     for (int v = 0; v < NV; ++v) store(C + r * ldc + kLanes * v, acc[r][v]);
 }
 
+// A panel's rows at a time: MR x NV accumulators, the NV vectors of B and
+// A's broadcast fit in the registers (with 32: 24 accumulators, 8 rows of 3
+// vectors or 12 of 2; with 16: 6 rows of 2), 12 at most.
+template <int NV>
+constexpr int block_rows() { return NV == 3 ? 8 : std::min(12, (kRegisters - NV - 1) / NV); }
+
 template <int NV, bool kTransA>
 void row_panel(int M, int K, const float* A, int64_t lda, const float* B, int64_t ldb,
                float* C, int64_t ldc) {
-  constexpr int MR = NV == 3 ? 8 : 12;  // 24 or fewer accumulators of 32 registers
+  constexpr int MR = block_rows<NV>();
   const int64_t row_step = kTransA ? 1 : lda;
   int i = 0;
   for (; i + MR <= M; i += MR)
@@ -60,19 +66,26 @@ void row_panel(int M, int K, const float* A, int64_t lda, const float* B, int64_
 }
 
 // C[M x N] = A[M x K] B[K x N] (A^T given when kTransA); B and C row-major
-// with row strides, N % 16 == 0. Panels of three vectors, and of two where
-// three do not divide N, not of one: 12 broadcasts to each vector loaded run
-// slower (a head_dim of 64 as two panels of two: its value product +10%).
+// with row strides, N % kLanes == 0. With 32 registers, panels of three
+// vectors, and of two where three do not divide N, not of one: 12
+// broadcasts to each vector loaded run slower (a head_dim of 64 as two
+// panels of two: its value product +10%). With 16, panels of two (6 rows),
+// and one of one where N is an odd number of vectors.
 template <bool kTransA = false>
 void gemm(int M, int N, int K, const float* A, int64_t lda, const float* B, int64_t ldb,
           float* C, int64_t ldc) {
   const int vectors = N / kLanes;
   if (vectors == 1) return row_panel<1, kTransA>(M, K, A, lda, B, ldb, C, ldc);
-  const int twos = (3 - vectors % 3) % 3, threes = (vectors - 2 * twos) / 3;
-  for (int p = 0; p < threes; ++p, B += 3 * kLanes, C += 3 * kLanes)
-    row_panel<3, kTransA>(M, K, A, lda, B, ldb, C, ldc);
+  int threes = 0, twos = vectors / 2;
+  if constexpr (kRegisters >= 32) {
+    twos = (3 - vectors % 3) % 3;
+    threes = (vectors - 2 * twos) / 3;
+    for (int p = 0; p < threes; ++p, B += 3 * kLanes, C += 3 * kLanes)
+      row_panel<3, kTransA>(M, K, A, lda, B, ldb, C, ldc);
+  }
   for (int p = 0; p < twos; ++p, B += 2 * kLanes, C += 2 * kLanes)
     row_panel<2, kTransA>(M, K, A, lda, B, ldb, C, ldc);
+  if (vectors - 3 * threes - 2 * twos) row_panel<1, kTransA>(M, K, A, lda, B, ldb, C, ldc);
 }
 
 // dst[D x ldd] = src[rows x D]^T (src rows ld apart), columns rows..ldd
@@ -109,6 +122,8 @@ struct Shape {
 inline void store_streaming(float* p, vf v) {
 #if defined(__AVX512F__)
   __builtin_ia32_movntps512(p, v);
+#elif defined(__AVX__)
+  __builtin_ia32_movntps256(p, v);
 #else
   store(p, v);
 #endif
@@ -116,7 +131,7 @@ inline void store_streaming(float* p, vf v) {
 
 // Orders the streaming stores before the task is reported done.
 inline void fence_streaming() {
-#if defined(__AVX512F__)
+#if defined(__AVX__)
   __builtin_ia32_sfence();
 #endif
 }
@@ -203,7 +218,7 @@ ffi::ErrorOr<Shape> shape_of(ffi::Buffer<ffi::F32>& q, ffi::Buffer<ffi::F32>& k)
   auto qd = q.dimensions(), kd = k.dimensions();
   if (qd.size() != 4 || kd.size() != 4 || qd[0] != kd[0] || qd[2] != kd[2] || qd[3] != kd[3])
     return ffi::Unexpected(ffi::Error::InvalidArgument("attention_cpu: q and k must be (batch, tokens, heads, head_dim)"));
-  if (kd[3] % kLanes != 0)
+  if (kd[3] % kWidth != 0)
     return ffi::Unexpected(ffi::Error::InvalidArgument("attention_cpu: head_dim must be a multiple of 16"));
   return Shape{int(qd[0]), int(qd[1]), int(kd[1]), int(qd[2]), int(qd[3])};
 }

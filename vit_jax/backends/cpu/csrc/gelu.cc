@@ -73,7 +73,7 @@ void backward_rows(int64_t r0, int64_t r1, int64_t C, const float* z, const floa
 ffi::Error GeluForward(ffi::ThreadPool pool, Buf z, Buf bias, bool approximate,
                        ffi::ResultBuffer<ffi::F32> h) {
   const int64_t C = bias.element_count(), R = z.element_count() / C;
-  if (C % kLanes != 0) return ffi::Error::InvalidArgument("gelu: width must be a multiple of 16");
+  if (C % kWidth != 0) return ffi::Error::InvalidArgument("gelu: width must be a multiple of 16");
   const float *zs = z.typed_data(), *b = bias.typed_data();
   float* hs = h->typed_data();
   parallel_rows(pool, R, [=](int64_t r0, int64_t r1) {
@@ -85,7 +85,7 @@ ffi::Error GeluForward(ffi::ThreadPool pool, Buf z, Buf bias, bool approximate,
 ffi::Error GeluBackward(ffi::ThreadPool pool, Buf z, Buf bias, Buf dh, bool approximate,
                         ffi::ResultBuffer<ffi::F32> dz, ffi::ResultBuffer<ffi::F32> dbias) {
   const int64_t C = bias.element_count(), R = z.element_count() / C;
-  if (C % kLanes != 0) return ffi::Error::InvalidArgument("gelu: width must be a multiple of 16");
+  if (C % kWidth != 0) return ffi::Error::InvalidArgument("gelu: width must be a multiple of 16");
   const float *zs = z.typed_data(), *b = bias.typed_data(), *dhs = dh.typed_data();
   float* dzs = dz->typed_data();
   parallel_rows_summed(pool, R, C, dbias->typed_data(), [=](int64_t r0, int64_t r1, float* db) {

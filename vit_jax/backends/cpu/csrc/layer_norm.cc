@@ -16,7 +16,7 @@ ffi::Error LayerNormForward(ffi::ThreadPool pool, Buf x, Buf scale, Buf bias, fl
                             ffi::ResultBuffer<ffi::F32> y, ffi::ResultBuffer<ffi::F32> mean,
                             ffi::ResultBuffer<ffi::F32> rstd) {
   const int64_t C = scale.element_count(), R = x.element_count() / C;
-  if (C % kLanes != 0 || bias.element_count() != C)
+  if (C % kWidth != 0 || bias.element_count() != C)
     return ffi::Error::InvalidArgument("layer_norm: width must be a multiple of 16");
   const float *xs = x.typed_data(), *g = scale.typed_data(), *b = bias.typed_data();
   float *ys = y->typed_data(), *ms = mean->typed_data(), *rs = rstd->typed_data();
@@ -44,7 +44,7 @@ ffi::Error LayerNormBackward(ffi::ThreadPool pool, Buf x, Buf scale, Buf mean, B
                              ffi::ResultBuffer<ffi::F32> dx, ffi::ResultBuffer<ffi::F32> dscale,
                              ffi::ResultBuffer<ffi::F32> dbias) {
   const int64_t C = scale.element_count(), R = x.element_count() / C;
-  if (C % kLanes != 0)
+  if (C % kWidth != 0)
     return ffi::Error::InvalidArgument("layer_norm: width must be a multiple of 16");
   const float *xs = x.typed_data(), *g = scale.typed_data(), *ms = mean.typed_data(),
               *rs = rstd.typed_data(), *dys = dy.typed_data();

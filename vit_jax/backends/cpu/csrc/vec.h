@@ -1,7 +1,7 @@
-// What the float32 kernels for XLA:CPU share: a vector of 16 floats, exp,
-// a 16 x 16 block transpose and a parallel loop on XLA's intra-op threads.
-// Each kernel file defines its FFI handlers; all are built into one library
-// (vit_jax/backends/cpu/kernels.py).
+// What the float32 kernels for XLA:CPU share: a vector of floats as wide as
+// the target's registers, exp, a square block transpose and a parallel loop
+// on XLA's intra-op threads. Each kernel file defines its FFI handlers; all
+// are built into one library (vit_jax/backends/cpu/kernels.py).
 #ifndef VIT_JAX_KERNELS_VEC_H_
 #define VIT_JAX_KERNELS_VEC_H_
 
@@ -9,9 +9,10 @@
 #include <atomic>
 #include <cstdint>
 #include <memory>
+#include <thread>
 #include <vector>
 
-#if defined(__AVX512F__)
+#if defined(__AVX__)
 #include <immintrin.h>
 #endif
 
@@ -22,11 +23,22 @@ namespace vit {
 namespace ffi = xla::ffi;
 using Buf = ffi::Buffer<ffi::F32>;
 
-// One vector of 16 floats: a zmm register with AVX-512, two or four
-// narrower ones elsewhere (GCC and Clang vector extensions).
-typedef float vf __attribute__((vector_size(64)));
-typedef int32_t vi __attribute__((vector_size(64)));
-constexpr int kLanes = 16;
+// One vector of kLanes floats (GCC and Clang vector extensions): a zmm
+// register with AVX-512, a ymm register elsewhere (two xmm or NEON
+// registers without AVX). kRegisters of them fit in the register file,
+// which sizes the matmul blocks (attention.cc).
+#if defined(__AVX512F__)
+constexpr int kLanes = 16, kRegisters = 32;
+#else
+constexpr int kLanes = 8, kRegisters = 16;
+#endif
+typedef float vf __attribute__((vector_size(4 * kLanes)));
+typedef int32_t vi __attribute__((vector_size(4 * kLanes)));
+// What the kernels take, whatever the vector width: rows a multiple of 16
+// floats wide (head_dim, LayerNorm and MLP widths); attention's tokens are
+// padded to a multiple of 16 (kernels.py's LANES).
+constexpr int kWidth = 16;
+static_assert(kWidth % kLanes == 0, "a row of kWidth floats is whole vectors");
 
 inline vf load(const float* p) { vf v; __builtin_memcpy(&v, p, sizeof v); return v; }
 inline void store(float* p, vf v) { __builtin_memcpy(p, &v, sizeof v); }
@@ -67,10 +79,11 @@ inline vf reciprocal(vf x) {
 #endif
 }
 
-inline int round_up(int n) { return (n + kLanes - 1) / kLanes * kLanes; }
+inline int round_up(int n) { return (n + kWidth - 1) / kWidth * kWidth; }
 
-// dst[j][i] = src[i][j] for i, j < 16, rows lds and ldd apart: 16 loads,
-// the exchange in registers, 16 stores; twice as fast as element by element.
+// dst[j][i] = src[i][j] for i, j < kLanes, rows lds and ldd apart: kLanes
+// loads, the exchange in registers, kLanes stores; twice as fast as element
+// by element.
 inline void transpose_block(const float* src, int64_t lds, float* dst, int64_t ldd) {
   vf rows[kLanes];
   for (int i = 0; i < kLanes; ++i) rows[i] = load(src + i * lds);
@@ -98,7 +111,8 @@ void parallel_for(ffi::ThreadPool& pool, int n, F task) {
   int helpers = std::min<int64_t>(pool.num_threads(), n) - 1;
   for (int h = 0; h < helpers; ++h) pool.Schedule([work] { work(); });
   work();
-  while (state->done.load(std::memory_order_acquire) < n) { /* a helper finishes its task */ }
+  // a helper finishes its task; yielding lets it run where the cores are shared
+  while (state->done.load(std::memory_order_acquire) < n) std::this_thread::yield();
 }
 
 

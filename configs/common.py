@@ -101,7 +101,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.seed = 0
   c.crop_scale = (0.08, 1.0)      # inception crop area range (big_vision: (0.05, 1.0))
   c.flip = True
-  # Augmentation of from-scratch recipes (README "RandAugment, Mixup and CutMix"):
+  # Augmentation of from-scratch recipes (docs/train.md, "RandAugment, Mixup and CutMix"):
   c.randaug = ()                  # (N, M): big_vision's RandAugment, N ops at magnitude M
   #                                 after the crop and flip, e.g. (2, 10); () for none
   c.mixup = 0.0                   # a of Mixup's Beta(a, a), big_vision's (mixup.p); 0: none

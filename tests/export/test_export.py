@@ -303,32 +303,27 @@ def test_class_names_from_a_file_or_a_hugging_face_directory(tmp_path, capsys):
   assert not os.path.exists(tmp_path / 'bad.onnx')
 
 
-def readme_preprocess():
-  """The README's `preprocess` (PIL and numpy only), run as written there."""
-  readme = os.path.join(os.path.dirname(__file__), '..', '..', 'README.md')
-  with open(readme) as f:
+def docs_preprocess():
+  """The `preprocess` of docs/export.md (PIL and numpy only), run as written there."""
+  page = os.path.join(os.path.dirname(__file__), '..', '..', 'docs', 'export.md')
+  with open(page) as f:
     text = f.read()
-  section = text[text.index('\n## Serve\n'):]
-  lines = section[section.index('    import numpy as np\n    from PIL import Image\n'):]
-  block = []
-  for line in lines.splitlines():
-    if line and not line.startswith('    '):
-      break
-    block.append(line[4:])
+  start = text.index('```python\nimport numpy as np\nfrom PIL import Image\n')
+  block = text[text.index('\n', start) + 1:text.index('\n```', start)]
   namespace = {}
-  exec('\n'.join(block), namespace)
+  exec(block, namespace)
   return namespace['preprocess']
 
 
 @pytest.mark.parametrize('overrides', [dict(), dict(crop_mode='squash', crop_pct=1.0,
                                                      interpolation='bilinear'),
                                        dict(crop_pct=0.875, image_size=64)])
-def test_readme_preprocessing_from_the_json_is_our_eval_transform(tmp_path, overrides):
+def test_the_docs_preprocessing_from_the_json_is_our_eval_transform(tmp_path, overrides):
   from vit_jax.data.preprocess import decode_rgb, eval_crop, normalize
   from conftest import synthetic_photos
   cfg = vit_jax.get_model_config('vit_small_patch16_224', **overrides)
   pre = json.loads(json.dumps(serving.preprocessing(cfg)))
-  preprocess = readme_preprocess()
+  preprocess = docs_preprocess()
   for name, img in synthetic_photos():
     path = str(tmp_path / f'{name}.png')
     img.save(path)

@@ -188,7 +188,7 @@ def test_a_from_scratch_recipe_plans_without_its_data(v3_8, tmp_path, recipe, ar
   """The recipe's step as it is (batch, Adam in bfloat16, Mixup, the loss,
   dropout and stochastic depth), its length from the catalogue's size of
   train[:99%] with no data here; one block of a narrow model keeps the
-  compile short (the full models' plans: README, BENCHMARKS.md)."""
+  compile short (the full models' plans: docs/plan.md, BENCHMARKS.md)."""
   module = __import__(f'configs.{recipe}', fromlist=['get_config'])
   config = module.get_config(arg) if arg else module.get_config()
   with config.unlocked():

@@ -187,12 +187,14 @@ def test_a_from_scratch_recipe_plans_without_its_data(v3_8, tmp_path, recipe, ar
                                                       length):
   """The recipe's step as it is (batch, Adam in bfloat16, Mixup, the loss,
   dropout and stochastic depth), its length from the catalogue's size of
-  train[:99%] with no data here; one block of a narrow model keeps the
-  compile short (the full models' plans: docs/plan.md, BENCHMARKS.md)."""
+  train[:99%] with no data here; one block of a narrow model on 32x32
+  images keeps the compile short (the full models' plans: docs/plan.md,
+  BENCHMARKS.md)."""
   module = __import__(f'configs.{recipe}', fromlist=['get_config'])
   config = module.get_config(arg) if arg else module.get_config()
   with config.unlocked():
     config.data_dir = str(tmp_path)  # nothing prepared there
+    config.image_size = 32
     config.model_overrides = dict(config.model_overrides, num_layers=1, hidden_size=32,
                                   num_heads=2, mlp_dim=64)
   said = []

@@ -42,6 +42,23 @@ def pytest_unconfigure(config):
   if _OWN_CACHE:
     shutil.rmtree(_OWN_CACHE, ignore_errors=True)
 
+
+# The files that take a minute or more of CPU each, longest first. The suite
+# hands whole files to its workers in collection order: started last, one of
+# these would run alone at the end while the other worker idles.
+LONG_FILES = ('plan/test_plan.py', 'backends/test_cpu_layers.py', 'train/test_trainer.py',
+              'train/test_cloud_storage.py', 'models/test_vit.py', 'launch/test_launch_hosts.py',
+              'train/test_train_cli.py', 'train/test_resume.py', 'train/test_scale.py',
+              'eval/test_eval_cli.py', 'launch/test_launch_tpu.py')
+
+
+def pytest_collection_modifyitems(items):
+  """LONG_FILES first, in that order; the rest as collected."""
+  def rank(item):
+    path = item.nodeid.split('::')[0]
+    return next((i for i, f in enumerate(LONG_FILES) if path.endswith(f)), len(LONG_FILES))
+  items.sort(key=rank)
+
 DATA = os.path.join(os.path.dirname(__file__), 'fixtures')
 CARD_MODELS = ('vit_small_patch16_224', 'vit_base_patch16_224', 'vit_base_patch16_384',
                'vit_base_patch32_384', 'vit_large_patch16_224', 'vit_large_patch16_384',

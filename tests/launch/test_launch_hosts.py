@@ -7,6 +7,7 @@ seen by status and logs and stopped (both workers save one step and exit
 42); an unreachable host is one line naming it and ssh's error."""
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -136,7 +137,8 @@ def test_detached_job_status_logs_and_stop_saves_on_every_worker(site):
   for worker in (0, 1):  # each saved (the one checkpoint) and exited 42
     assert (tmp / 'remote' / 'detached' / f'worker-{worker}.exit').read_text().strip() == '42'
   logs, _ = _launcher(['logs', 'detached'], env).communicate(timeout=60)
-  assert f'[0] SIGTERM: saved step {saved[0]}; exiting with 42' in logs
+  assert re.search(rf'\[0\] SIGTERM after step \d+: saved step {saved[0]}; exiting with 42',
+                   logs)
   assert 'worker 1 (worker-host): exit code 42 (stopped, resumable)' in logs
   assert logs.rstrip().endswith('detached: stopped (exit code 42 (stopped, resumable)); the '
                                 'same launch resumes it')

@@ -144,7 +144,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
     return row
 
   # --- The loop ---
-  preemption = Preemption()
+  preemption = Preemption(start)
   guard = watchdog.StepWatchdog(timeout, compiled.compile_s)
   profiler = profiling.StepProfiler(profile_steps, config.profile_all_hosts, run)
   timer = for_program(program, start)
@@ -225,7 +225,8 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
       _say(f'held-out {spec}: top-1 {100 * last[prefix + "top1"]:.2f}%  '
            f'top-5 {100 * last[prefix + "top5"]:.2f}%')
   if preempted is not None:
-    _say(f'SIGTERM: saved step {preempted}; exiting with 42: the same command resumes')
+    print(f'{preemption.cause()}: saved step {preempted}; exiting with 42: the same command '
+          'resumes', flush=True)  # every process: each worker's log says why it stopped
     raise Preempted(preempted)
   return last
 

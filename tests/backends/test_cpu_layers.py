@@ -25,11 +25,19 @@ def every_kernel(monkeypatch):
   monkeypatch.setenv(choice.ENV, '1')
 
 
-def _loss_and_grads(model, params, x, kernels_on: bool):
-  def loss(p):
+def _outputs(model, params, x, kernels_on: bool, grads: bool) -> tuple:
+  """(logits, and with `grads` a training loss and its gradients) in one
+  program: one compile per path."""
+  def logits(p, train=False):
     with backends.for_devices(ONE_CPU, kernels=kernels_on):
-      return jnp.sum(jnp.sin(model.apply({'params': p}, x, train=True)))
-  return jax.jit(jax.value_and_grad(loss))(params)
+      return model.apply({'params': p}, x, train=train)
+
+  def outputs(p):
+    if not grads:
+      return (logits(p),)
+    loss = lambda p: jnp.sum(jnp.sin(logits(p, train=True)))  # noqa: E731
+    return (logits(p), *jax.value_and_grad(loss)(p))
+  return jax.jit(outputs)(params)
 
 
 def _hlo(model, params, x, kernels_on=True, train=False) -> str:
@@ -41,23 +49,18 @@ def _hlo(model, params, x, kernels_on=True, train=False) -> str:
 
 def _assert_same_logits_and_gradients(cfg, params, x):
   model = registry.module_from_config(cfg)
-  logits = [np.asarray(jax.jit(lambda p, on=on: _logits(model, p, x, on))(params))
-            for on in (True, False)]
-  np.testing.assert_allclose(logits[0], logits[1], atol=2e-5, rtol=1e-5)
-  if cfg.resnet:  # the blocks' gradients are the other twins'; the stem's are XLA's on both
+  # the hybrids' block gradients are the other twins'; the stem's are XLA's on both
+  kernel, written = (_outputs(model, params, x, on, grads=not cfg.resnet) for on in (True, False))
+  np.testing.assert_allclose(np.asarray(kernel[0]), np.asarray(written[0]), atol=2e-5, rtol=1e-5)
+  if cfg.resnet:
     return
-  (lk, gk), (lx, gx) = (_loss_and_grads(model, params, x, on) for on in (True, False))
+  (_, lk, gk), (_, lx, gx) = kernel, written
   np.testing.assert_allclose(float(lk), float(lx), rtol=1e-5)
   for a, b in zip(jax.tree.leaves(gk), jax.tree.leaves(gx)):
     # relative to each leaf's largest gradient; absolute for those that are
     # zero in exact arithmetic (the key bias's: it shifts a query's scores alike)
     a, b = np.asarray(a), np.asarray(b)
     assert np.abs(a - b).max() <= 2e-4 * np.abs(b).max() + 1e-6
-
-
-def _logits(model, params, x, kernels_on):
-  with backends.for_devices(ONE_CPU, kernels=kernels_on):
-    return model.apply({'params': params}, x)
 
 
 @pytest.mark.parametrize('name', CARD_MODELS)

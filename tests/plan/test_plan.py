@@ -14,7 +14,6 @@ import pytest
 from configs import quickstart
 from vit_jax import utilization
 from vit_jax.plan import hlo, report, steps, topology
-from vit_jax.train import program
 
 pytest.importorskip('libtpu', reason='compiling for TPUs needs libtpu (the test extra has it)')
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -70,13 +69,20 @@ def test_no_libtpu_is_one_line(monkeypatch):
     topology.devices(topology.parse('v3-8'))
 
 
-def test_the_report_is_the_compiled_executables(v3_8):
+def test_the_report_is_the_compiled_executables_and_multiplies_in_bfloat16(v3_8, monkeypatch):
+  """One compile (of a bfloat16 step): the report's figures are those of the
+  executable it compiled, and that executable's products are bfloat16."""
   tpu, devices, hbm = v3_8
   assert 15 * 2 ** 30 < hbm < 16 * 2 ** 30  # a v3 core's 16 GiB less XLA's reserve
-  config = _config()
+  config = _config(dtype='bfloat16')
+  executables, compile = [], jax.stages.Lowered.compile
+
+  def kept(self, *args, **kwargs):
+    executables.append(compile(self, *args, **kwargs))
+    return executables[-1]
+  monkeypatch.setattr(jax.stages.Lowered, 'compile', kept)
   out = steps.plan_training(config, 'v3-8')
-  prog = program.build(config, program.model_config_of(config), devices)
-  compiled = prog.step.lower(prog.abstract_state, *prog.abstract_batch()).compile()
+  compiled, = executables
   stats = compiled.memory_analysis()
   m = out['memory']
   assert (m['argument'], m['output'], m['alias'], m['temp'], m['generated_code']) == (
@@ -94,9 +100,14 @@ def test_the_report_is_the_compiled_executables(v3_8):
   assert out['step_time_lower_bound_s'] == bound
   assert out['img_per_sec_upper_bound'] == config.batch_size / bound
   # data-parallel: the gradients' all-reduce is the only collective, no custom call
+  text = compiled.as_text()
   assert list(out['collectives']) == ['all-reduce'] and out['custom_calls'] == []
-  assert out['collectives']['all-reduce'] == hlo.collectives(compiled.as_text())['all-reduce']
+  assert out['collectives']['all-reduce'] == hlo.collectives(text)['all-reduce']
   assert json.loads(json.dumps(out)) == out
+  products = hlo.dot_operand_types(text)
+  assert sum(products.values()) > 20
+  assert {dtypes for dtypes, _ in products} == {('bf16', 'bf16')}, [
+      k for k in products if k[0] != ('bf16', 'bf16')]
 
 
 def test_fsdp_gathers_parameters_and_scatters_gradients():
@@ -121,17 +132,6 @@ def test_a_step_far_too_big_says_so_and_names_what_fits(v3_8, tmp_path):
   assert out['suggestion']['total'] <= out['hbm_bytes_per_device']
   text = '\n'.join(report.lines(out))
   assert 'does NOT fit' in text and 'fits with --config.accum_steps=' in text
-
-
-def test_a_bfloat16_step_multiplies_in_bfloat16(v3_8):
-  tpu, devices, hbm = v3_8
-  config = _config(dtype='bfloat16')
-  prog = program.build(config, program.model_config_of(config), devices)
-  text = prog.step.lower(prog.abstract_state, *prog.abstract_batch()).compile().as_text()
-  products = hlo.dot_operand_types(text)
-  assert sum(products.values()) > 20
-  assert {dtypes for dtypes, _ in products} == {('bf16', 'bf16')}, [
-      k for k in products if k[0] != ('bf16', 'bf16')]
 
 
 def _cli(script, *args, cwd=ROOT):

@@ -41,6 +41,7 @@ class Preemption:
     self._step = start_step
     self._error: Optional[Exception] = None
     self._sender: Optional[int] = None
+    self._noticed_after: Optional[int] = None  # the step the loop had passed at the notice
     self._lock = threading.Lock()
     self._closed = threading.Event()
     self._client = client
@@ -81,6 +82,7 @@ class Preemption:
       return
     with self._lock:  # the loop waits at its next step until the step is agreed
       try:
+        self._noticed_after = self._step
         self._client.key_value_set(self._steps + str(jax.process_index()), str(self._step))
         self._client.wait_at_barrier(self._barrier, _AGREE_TIMEOUT_MS)
         passed = [int(v) for _, v in self._client.key_value_dir_get(self._steps)]
@@ -94,7 +96,7 @@ class Preemption:
     """Why the loop stopped, for the run's last line."""
     if self.signalled_after is not None:
       return f'SIGTERM after step {self.signalled_after}'
-    return f'a preemption notice from process {self._sender}'
+    return f'a preemption notice from process {self._sender} after step {self._noticed_after}'
 
   def reached(self, step: int) -> bool:
     if self._error is not None:

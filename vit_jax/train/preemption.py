@@ -60,6 +60,8 @@ class Preemption:
       self._waiter.start()
 
   def _handle(self, *_) -> None:
+    if self.signalled_after is not None:  # a second signal changes nothing
+      return
     self.signalled_after = self._step
     if self._client is None:
       self.stop_at = self._step + 1

@@ -32,8 +32,8 @@ def _batches(src, **kw):
 def _ring_files(pid: int) -> set[str]:
   """The batch-ring files a process maps, as /proc names them."""
   with open(f'/proc/{pid}/maps') as f:
-    return {line.split(None, 5)[5].strip() for line in f
-            if len(line.split(None, 5)) == 6 and 'vit_jax_input_' in line}
+    fields = [line.split(None, 5) for line in f]
+  return {f[5].strip() for f in fields if len(f) == 6 and 'vit_jax_input_' in f[5]}
 
 
 def test_workers_ignore_sigterm_and_leave_no_shared_memory(source):

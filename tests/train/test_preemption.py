@@ -1,9 +1,8 @@
 """SIGTERM in a multi-host run: two processes, 200 ms steps (a TPU step's
 order), the notice sent to process 1 only. Both save the same step, the one
 after the further of the steps they had passed when the notice came, and
-exit 42. One
-process stops at the step after the signal; a failed agreement is an error
-the loop raises."""
+exit 42. One process stops at the step after the signal; a failed agreement
+is an error the loop raises."""
 import os
 import re
 import signal

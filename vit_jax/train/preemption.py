@@ -49,7 +49,6 @@ class Preemption:
       self._client = _coordination_client()
     # Replaces the handler jax.distributed.initialize installs for its own sync point.
     self._previous = signal.signal(signal.SIGTERM, self._handle)
-    self._installed = True
     self._waiter = None
     if self._client is not None:
       prefix = f'vit_jax/preemption/{next(_runs)}'
@@ -71,21 +70,27 @@ class Preemption:
     except Exception as e:  # noqa: BLE001 -- the service is gone: the lost-worker path ends the run
       self._error = e
 
-  def _wait(self) -> None:
-    """Waits for a notice from any process, then agrees on the step."""
+  def _notice_sender(self) -> Optional[str]:
+    """The process that posted the notice, once one has; None after close()
+    or when the service is gone (the run is ending)."""
     while not self._closed.is_set():
       try:
-        sender = self._client.blocking_key_value_get(self._notice, _WAIT_MS)
-        break
-      except Exception as e:  # noqa: BLE001 -- a timeout: ask again; else the run is ending
+        return self._client.blocking_key_value_get(self._notice, _WAIT_MS)
+      except Exception as e:  # noqa: BLE001 -- a timeout: ask again
         if 'DEADLINE_EXCEEDED' not in str(e):
-          return
-    else:
+          return None
+    return None
+
+  def _wait(self) -> None:
+    """Waits for a notice from any process, then agrees on the step."""
+    sender = self._notice_sender()
+    if sender is None:
       return
     with self._lock:  # the loop waits at its next step until the step is agreed
       try:
         self._noticed_after = self._step
-        self._client.key_value_set(self._steps + str(jax.process_index()), str(self._step))
+        self._client.key_value_set(self._steps + str(jax.process_index()),
+                                   str(self._noticed_after))
         self._client.wait_at_barrier(self._barrier, _AGREE_TIMEOUT_MS)
         passed = [int(v) for _, v in self._client.key_value_dir_get(self._steps)]
       except Exception as e:  # noqa: BLE001 -- raised in the loop by reached()
@@ -109,10 +114,10 @@ class Preemption:
       return self.stop_at is not None and step >= self.stop_at
 
   def close(self) -> None:
+    if self._closed.is_set():
+      return
     self._closed.set()
-    if self._installed:  # JAX's handler was not installed from Python: the default comes back
-      signal.signal(signal.SIGTERM,
-                    signal.SIG_DFL if self._previous is None else self._previous)
-      self._installed = False
+    # JAX's handler was not installed from Python: the default comes back
+    signal.signal(signal.SIGTERM, signal.SIG_DFL if self._previous is None else self._previous)
     if self._waiter is not None:
       self._waiter.join(timeout=2 * _WAIT_MS / 1000)
